@@ -1,0 +1,293 @@
+"""``/inventory_device_headless_operation/`` and its by-name twin, on one code path."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from headless_ops.api.body import read_operation_body
+from headless_ops.api.deps import RuntimeDep, require
+from headless_ops.api.errors import ErrorBody
+from headless_ops.api.pagination import page_links
+from headless_ops.api.schemas import OperationList, OperationOut, render_operation
+from headless_ops.auth.scopes import Scope
+from headless_ops.auth.tokens import Principal
+from headless_ops.domain.lifecycle import Status
+from headless_ops.domain.operations import OPERATION_ALIASES, OperationType
+from headless_ops.errors import FieldError, InvalidInput
+from headless_ops.services.requests import parse_new_operation, parse_timestamp
+from headless_ops.services.status import refresh_devices
+from headless_ops.store import devices as device_store
+from headless_ops.store.operations import OperationFilter
+
+__all__ = ["by_id_router", "by_name_router", "operation_request_body"]
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+_AUTH: dict[int | str, dict[str, Any]] = {
+    401: _err("Missing, malformed, unknown, expired or revoked Bearer token"),
+    403: _err("The token lacks the required scope"),
+}
+_Q400: dict[int | str, dict[str, Any]] = {400: _err("Invalid query parameter")}
+
+ReadOps = Annotated[Principal, Depends(require(Scope.OPERATIONS_READ))]
+WriteOps = Annotated[Principal, Depends(require(Scope.OPERATIONS_WRITE))]
+
+IDEMPOTENCY_KEY = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="A repeat with the same key and body returns the original operation "
+        "and creates nothing; the same key with another body is a 422. Kept at least 24 h.",
+    ),
+]
+
+
+def _timestamp(name: str, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid {name}", [FieldError(name, str(exc))]) from None
+
+
+def operation_request_body(by_name: bool) -> dict[str, Any]:
+    """The OpenAPI requestBody of the POST: three media types, one operation."""
+    key = "device_name" if by_name else "device_id"
+    types = [t.value for t in OperationType] + list(OPERATION_ALIASES)
+    operation = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [key, "operation_type"],
+        "properties": {
+            key: {"type": "string", "minLength": 1, "maxLength": 128 if by_name else 80},
+            "operation_type": {"type": "string", "enum": types},
+            "scheduled_at": {
+                "type": "string",
+                "format": "date-time",
+                "description": "UTC ISO 8601 with a zone; omitted means now.",
+            },
+            "parameters": {
+                "type": "object",
+                "description": "Per operation_type; see the parameter schemas in components.",
+            },
+            "priority": {"type": "string", "enum": ["low", "normal", "high", "critical"]},
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+            "expires_at": {"type": "string", "format": "date-time"},
+            "maintenance_window": {
+                "type": "string",
+                "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+            },
+        },
+        "example": {
+            key: "dev_67892" if not by_name else "gw-0001",
+            "operation_type": "backup_configuration",
+            "scheduled_at": "2024-01-16T02:00:00Z",
+            "parameters": {
+                "backup_location": "s3://backups/devices/",
+                "compression": True,
+                "retention_days": 30,
+            },
+            "priority": "normal",
+        },
+    }
+    envelope = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["data"],
+        "properties": {
+            "data": {"type": "string", "description": "The operation as a JSON string."}
+        },
+    }
+    return {
+        "required": True,
+        "description": 'The operation as a JSON object, as `{"data": "<JSON string>"}`, '
+        "or as a form field `data` holding the JSON string. All three give identical results.",
+        "content": {
+            "application/json": {"schema": {"oneOf": [operation, envelope]}},
+            "application/x-www-form-urlencoded": {"schema": envelope},
+            "multipart/form-data": {"schema": envelope},
+        },
+    }
+
+
+def _build(by_name: bool) -> APIRouter:
+    base = (
+        "/inventory_device_name_headless_operation"
+        if by_name
+        else "/inventory_device_headless_operation"
+    )
+    tag = "operations (by device name)" if by_name else "operations"
+    router = APIRouter(prefix=base, tags=[tag])
+    suffix = "_by_name" if by_name else ""
+
+    @router.get(
+        "/",
+        operation_id=f"list_operations{suffix}",
+        summary="List headless operations",
+        response_model=OperationList,
+        responses={**_Q400, **_AUTH},
+    )
+    async def list_operations(
+        request: Request,
+        runtime: RuntimeDep,
+        principal: ReadOps,
+        id: Annotated[str | None, Query(max_length=64, description="Operation id")] = None,
+        device_id: Annotated[str | None, Query(max_length=80)] = None,
+        device_name: Annotated[str | None, Query(max_length=128)] = None,
+        status: Status | None = None,
+        operation_type: Annotated[str | None, Query(max_length=32)] = None,
+        scheduled_after: Annotated[
+            str | None, Query(description="Inclusive lower bound, ISO 8601 with a zone")
+        ] = None,
+        scheduled_before: Annotated[
+            str | None, Query(description="Exclusive upper bound, ISO 8601 with a zone")
+        ] = None,
+        update_status: Annotated[
+            bool, Query(description="Refresh the status of the page's devices first")
+        ] = False,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    ) -> JSONResponse:
+        tenant = principal.tenant_id
+        if operation_type is not None:
+            from headless_ops.domain.operations import normalize_operation_type
+
+            try:
+                operation_type = normalize_operation_type(operation_type).value
+            except InvalidInput:
+                raise InvalidInput(
+                    "invalid operation_type",
+                    [FieldError("operation_type", f"{operation_type!r} is not an operation type")],
+                ) from None
+        if device_name is not None:
+            resolved = await runtime.operations.resolve_device_name(tenant, device_name)
+            # An unknown name matches nothing, as an unknown id does.
+            device_id_filter = resolved if resolved is not None else "\x00none"
+            if device_id is not None and device_id != device_id_filter:
+                device_id_filter = "\x00none"
+        else:
+            device_id_filter = device_id  # type: ignore[assignment]
+        flt = OperationFilter(
+            id=id,
+            device_id=device_id_filter,
+            status=status.value if status else None,
+            operation_type=operation_type,
+            scheduled_after=_timestamp("scheduled_after", scheduled_after),
+            scheduled_before=_timestamp("scheduled_before", scheduled_before),
+        )
+        count, page = await runtime.operations.list(tenant, flt, limit, offset)
+        if update_status and page:
+            async with runtime.db.read() as conn:
+                devices = await device_store.get_devices(
+                    conn, tenant, {v.op.device_id for v in page}
+                )
+            await refresh_devices(
+                runtime.db,
+                runtime.registry,
+                runtime.box,
+                devices.values(),
+                timeout=runtime.settings.status_refresh_timeout_s,
+                concurrency=runtime.settings.status_refresh_concurrency,
+            )
+            # Reconcile: show what the operations look like after the refresh.
+            count, page = await runtime.operations.list(tenant, flt, limit, offset)
+        nxt, prev = page_links(request, count, limit, offset)
+        return JSONResponse(
+            {
+                "count": count,
+                "next": nxt,
+                "previous": prev,
+                "results": [render_operation(v) for v in page],
+            }
+        )
+
+    @router.post(
+        "/",
+        operation_id=f"create_operation{suffix}",
+        summary="Schedule a headless operation",
+        status_code=201,
+        response_model=OperationOut,
+        openapi_extra={"requestBody": operation_request_body(by_name)},
+        responses={
+            201: {
+                "description": "Operation scheduled (or the original one, when an "
+                "Idempotency-Key repeats)",
+                "headers": {"Location": {"schema": {"type": "string"}}},
+            },
+            400: _err("Invalid parameters or malformed JSON"),
+            **_AUTH,
+            404: _err("The device does not exist"),
+            413: _err("Request body too large"),
+            415: _err("Unsupported Content-Type"),
+            422: _err("Idempotency-Key reused with a different body"),
+        },
+    )
+    async def create_operation(
+        request: Request,
+        runtime: RuntimeDep,
+        principal: WriteOps,
+        idempotency_key: IDEMPOTENCY_KEY = None,
+    ) -> JSONResponse:
+        payload = await read_operation_body(request)
+        new = parse_new_operation(payload, by_name=by_name)
+        result = await runtime.operations.create(
+            principal.tenant_id, new, idempotency_key=idempotency_key
+        )
+        headers = {
+            "Location": str(request.url_for(f"get_operation{suffix}", op_id=result.view.op.id))
+        }
+        if result.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(render_operation(result.view), status_code=201, headers=headers)
+
+    @router.get(
+        "/{op_id}/",
+        operation_id=f"get_operation{suffix}",
+        name=f"get_operation{suffix}",
+        summary="Read one operation",
+        response_model=OperationOut,
+        responses={**_AUTH, 404: _err("No such operation")},
+    )
+    async def get_operation(
+        op_id: Annotated[str, Depends(_op_id)], runtime: RuntimeDep, principal: ReadOps
+    ) -> JSONResponse:
+        view = await runtime.operations.get(principal.tenant_id, op_id)
+        return JSONResponse(render_operation(view))
+
+    @router.post(
+        "/{op_id}/cancel/",
+        operation_id=f"cancel_operation{suffix}",
+        summary="Cancel an operation",
+        response_model=OperationOut,
+        responses={
+            **_AUTH,
+            404: _err("No such operation"),
+            409: _err("The operation has already finished"),
+        },
+    )
+    async def cancel_operation(
+        op_id: Annotated[str, Depends(_op_id)], runtime: RuntimeDep, principal: WriteOps
+    ) -> JSONResponse:
+        view = await runtime.operations.cancel(principal.tenant_id, op_id)
+        return JSONResponse(render_operation(view))
+
+    return router
+
+
+def _op_id(op_id: str) -> str:
+    # Any string is a possible id; overlong ones simply do not exist.
+    return op_id[:200]
+
+
+by_id_router = _build(by_name=False)
+by_name_router = _build(by_name=True)

@@ -1,0 +1,45 @@
+"""Everything a running server holds: settings, database, keys, helpers and services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from headless_ops.config import Settings
+from headless_ops.crypto import SecretBox, TokenHasher, load_keys
+from headless_ops.helpers.registry import HelperRegistry
+from headless_ops.services.devices import DeviceService
+from headless_ops.services.operations import OperationService
+from headless_ops.store.db import Database
+
+__all__ = ["Runtime"]
+
+
+@dataclass
+class Runtime:
+    """The process's shared objects, built once from settings."""
+
+    settings: Settings
+    db: Database
+    box: SecretBox
+    hasher: TokenHasher
+    registry: HelperRegistry
+    operations: OperationService = field(init=False)
+    devices: DeviceService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.operations = OperationService(self.db, self.registry, self.settings)
+        self.devices = DeviceService(self.db, self.box)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, registry: HelperRegistry | None = None) -> Runtime:
+        """Open the database and keys; load helpers from entry points and configuration."""
+        if registry is None:
+            registry = HelperRegistry()
+            registry.load_entry_points()
+            registry.load_specs(settings.helpers)
+        box, hasher = load_keys(settings)
+        return cls(settings, Database(settings), box, hasher, registry)
+
+    async def close(self) -> None:
+        """Release the database."""
+        await self.db.dispose()

@@ -1,0 +1,1 @@
+"""API tokens, scopes and tenants."""

@@ -1,0 +1,75 @@
+"""Configuration from ``HEADLESS_OPS_*`` environment variables, each with a documented default."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Every setting of the server; ``HEADLESS_OPS_<NAME>`` in the environment overrides it."""
+
+    model_config = SettingsConfigDict(env_prefix="HEADLESS_OPS_", extra="ignore")
+
+    #: Where the embedded SQLite database, keys and files live.
+    data_dir: Path = Path("data")
+    #: SQLAlchemy URL; empty means SQLite at ``<data_dir>/headless-ops.db``.
+    #: PostgreSQL: ``postgresql+psycopg://user:pass@host/db`` (``postgresql://`` is accepted).
+    database_url: str = ""
+    #: SQLite ``synchronous`` pragma: FULL survives power loss, NORMAL only process crashes.
+    sqlite_synchronous: str = Field(default="FULL", pattern="^(?i:OFF|NORMAL|FULL|EXTRA)$")
+    #: SQLite ``busy_timeout`` in milliseconds (other processes holding the write lock).
+    sqlite_busy_timeout_ms: int = 10_000
+    #: Connections kept by the PostgreSQL pool of one process.
+    pg_pool_size: int = 10
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Largest request body accepted, in bytes (413 above it).
+    max_body_bytes: int = 1024 * 1024
+
+    #: Fernet keys (urlsafe base64, comma-separated). The first encrypts; all decrypt, so a
+    #: new key can be put in front and the old one kept until everything is re-encrypted.
+    #: Empty: a key is generated once into ``<data_dir>/secret.key``.
+    secret_keys: str = ""
+    #: Key of the HMAC that stores API token secrets. Empty: generated into the data dir.
+    token_hash_key: str = ""
+
+    #: How long an Idempotency-Key is remembered, in hours (at least 24).
+    idempotency_ttl_hours: int = Field(default=48, ge=24)
+
+    #: ``update_status=true``: most devices refreshed at once, and the time bound of the refresh.
+    status_refresh_concurrency: int = Field(default=32, ge=1)
+    status_refresh_timeout_s: float = Field(default=5.0, gt=0)
+
+    #: Default ``max_attempts`` of an operation that does not say.
+    default_max_attempts: int = Field(default=3, ge=1, le=100)
+
+    #: Extra helpers to load, ``module:attribute`` separated by commas (besides entry points).
+    helpers: str = ""
+
+    #: Log level and format (``console`` for people, ``json`` for machines).
+    log_level: str = "INFO"
+    log_format: str = "console"
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        """The URL actually used: SQLite in the data dir unless one was given."""
+        url = self.database_url.strip()
+        if not url:
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'headless-ops.db').resolve()}"
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+        if url.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the store is the embedded SQLite engine."""
+        return self.effective_database_url.startswith("sqlite")

@@ -1,0 +1,1 @@
+"""Device helpers: one package per protocol behind one small interface."""

@@ -1,0 +1,79 @@
+"""Structured logging (structlog) with secrets redacted from every event."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+__all__ = ["REDACTED", "configure_logging", "redact"]
+
+REDACTED = "***"
+_SECRET_KEY = re.compile(
+    r"(pass(word|phrase)?|secret|private_key|token|authorization|api_key|credential)", re.I
+)
+_BEARER = re.compile(r"(Bearer\s+)\S+", re.I)
+_TOKEN = re.compile(r"tok_[0-9a-z]+\.[A-Za-z0-9_-]{20,}")
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """``value`` with secret-looking keys masked and bearer tokens removed from strings."""
+    if key and _SECRET_KEY.search(key) and key not in ("token_id",):
+        return REDACTED if value not in (None, "") else value
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact(v) for v in value)
+    if isinstance(value, str):
+        return _TOKEN.sub(REDACTED, _BEARER.sub(r"\1" + REDACTED, value))
+    return value
+
+
+def _redactor(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in list(event):
+        event[key] = redact(event[key], key if key != "event" else "")
+    return event
+
+
+def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
+    """Route structlog and the standard library through one redacting pipeline on stderr."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redactor,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[*shared[1:], structlog.stdlib.ExtraAdder()],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # SQL echo at DEBUG would print bound parameters; keep the engine at WARNING.
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    logging.getLogger("aiosqlite").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -1,0 +1,1 @@
+"""Use cases the API and CLI share: each opens its own transactions."""

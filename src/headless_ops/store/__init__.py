@@ -1,0 +1,1 @@
+"""Persistence: one SQL schema served by SQLite (embedded) and PostgreSQL (scaled out)."""

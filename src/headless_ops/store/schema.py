@@ -1,0 +1,148 @@
+"""Tables. Alembic migrations build exactly this (a test compares the two)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from headless_ops.store.types import JsonType, UtcDateTime
+
+__all__ = ["api_tokens", "devices", "idempotency_keys", "metadata", "operations", "tenants"]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant_id", String(64), ForeignKey("tenants.id"), nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    # HMAC-SHA256(token_hash_key, secret), hex: the secret itself is never stored.
+    Column("secret_hash", String(64), nullable=False),
+    # Space-separated scope names.
+    Column("scopes", String(512), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=True),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("id", String(80), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("protocol", String(16), nullable=False),
+    # Non-secret connection fields.
+    Column("connection", JsonType, nullable=False),
+    # Fernet token of the JSON of the secret connection fields (write-only in the API).
+    Column("secrets", Text, nullable=True),
+    Column("labels", JsonType, nullable=False),
+    Column("maintenance_window", String(128), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("status_detail", String(512), nullable=True),
+    Column("last_seen_at", UtcDateTime(), nullable=True),
+    Column("firmware_version", String(128), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+    UniqueConstraint("tenant_id", "name"),
+)
+
+_WAITING = text("status IN ('scheduled', 'pending')")
+_RUNNING = text("status = 'running'")
+
+operations = Table(
+    "operations",
+    metadata,
+    # Time-ordered ids: "newest first" is a scan of the primary key index backwards.
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("device_id", String(80), nullable=False),
+    Column("operation_type", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("scheduled_at", UtcDateTime(), nullable=False),
+    # When the scheduler may next start it: scheduled_at, then later after a retry's backoff.
+    Column("run_after", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=True),
+    Column("maintenance_window", String(128), nullable=True),
+    Column("parameters", JsonType, nullable=False),
+    Column("result", JsonType, nullable=True),
+    Column("error", JsonType, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=True),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    # Lease of the worker running it; lease_version is the fencing token.
+    Column("lease_owner", String(128), nullable=True),
+    Column("lease_expires_at", UtcDateTime(), nullable=True),
+    Column("lease_version", Integer, nullable=False),
+    Column("cancel_requested", Boolean, nullable=False),
+    Index("ix_operations_tenant_id_id", "tenant_id", "id"),
+    Index("ix_operations_tenant_id_device_id_id", "tenant_id", "device_id", "id"),
+    Index("ix_operations_tenant_id_status_id", "tenant_id", "status", "id"),
+    # The scheduler's queue: only waiting rows are in it, so a million finished ones cost nothing.
+    Index(
+        "ix_operations_due",
+        "run_after",
+        sqlite_where=_WAITING,
+        postgresql_where=_WAITING,
+    ),
+    # At most one running operation per device, held by the database itself.
+    Index(
+        "uq_operations_running_device",
+        "tenant_id",
+        "device_id",
+        unique=True,
+        sqlite_where=_RUNNING,
+        postgresql_where=_RUNNING,
+    ),
+    Index(
+        "ix_operations_lease",
+        "lease_expires_at",
+        sqlite_where=_RUNNING,
+        postgresql_where=_RUNNING,
+    ),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("key", String(255), nullable=False),
+    # SHA-256 of the canonical request, to tell a repeat from a reuse with another body.
+    Column("request_hash", String(64), nullable=False),
+    Column("operation_id", String(40), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False, index=True),
+    PrimaryKeyConstraint("tenant_id", "key"),
+)
