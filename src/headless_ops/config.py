@@ -50,6 +50,43 @@ class Settings(BaseSettings):
     #: Default ``max_attempts`` of an operation that does not say.
     default_max_attempts: int = Field(default=3, ge=1, le=100)
 
+    # --- scheduler -------------------------------------------------------------------
+    #: Identity of this worker in leases (default: host:pid:random).
+    worker_id: str = ""
+    #: Operations claimed per statement, and most running at once in one worker process.
+    claim_batch_size: int = Field(default=512, ge=1, le=10_000)
+    max_in_flight: int = Field(default=2000, ge=1)
+    #: A running operation's lease; renewed every third of it.
+    lease_ttl_s: float = Field(default=30.0, gt=0)
+    #: Backstop poll when nothing wakes the loop (new operations in another process on SQLite).
+    safety_poll_s: float = Field(default=2.0, gt=0)
+    #: Retry backoff: base * factor**(attempt-1), capped, times a jitter in [1-jitter, 1].
+    retry_base_s: float = Field(default=5.0, ge=0)
+    retry_factor: float = Field(default=2.0, ge=1)
+    retry_cap_s: float = Field(default=1800.0, ge=0)
+    retry_jitter: float = Field(default=0.5, ge=0, le=1)
+    #: Execution timeout per operation type, seconds (JSON object); others get the default.
+    operation_timeouts: dict[str, float] = Field(
+        default_factory=lambda: {
+            "firmware_update": 3600.0,
+            "backup_configuration": 900.0,
+            "configuration_sync": 900.0,
+            "reboot": 900.0,
+            "factory_reset": 900.0,
+        }
+    )
+    default_operation_timeout_s: float = Field(default=300.0, gt=0)
+    #: No operation starts with less than this left in its maintenance window.
+    window_margin_s: float = Field(default=300.0, ge=0)
+    #: Limits (0 or absent: none). Waiting for a limit is ``pending``, never a failure.
+    max_running: int = Field(default=0, ge=0)
+    max_running_per_type: dict[str, int] = Field(default_factory=dict)
+    #: Per label key: at most N running for each distinct value (e.g. {"site": 10}).
+    max_running_per_label: dict[str, int] = Field(default_factory=dict)
+    max_starts_per_minute: int = Field(default=0, ge=0)
+    #: On SIGTERM: how long running operations may finish before their leases are released.
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+
     #: Extra helpers to load, ``module:attribute`` separated by commas (besides entry points).
     helpers: str = ""
 
@@ -68,6 +105,10 @@ class Settings(BaseSettings):
         if url.startswith("sqlite:///"):
             return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
         return url
+
+    def operation_timeout(self, operation_type: str) -> float:
+        """Seconds one attempt of ``operation_type`` may take."""
+        return float(self.operation_timeouts.get(operation_type, self.default_operation_timeout_s))
 
     @property
     def is_sqlite(self) -> bool:

@@ -49,7 +49,11 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        # The default (rich) exception formatter prints every frame's local variables,
+        # which hold request bodies and decrypted device secrets.
+        else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -67,7 +71,8 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=[*shared[1:], structlog.stdlib.ExtraAdder()],
+            # ExtraAdder first: ``extra={...}`` fields of stdlib records must pass the redactor.
+            foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared[1:]],
         )
     )
     root = logging.getLogger()

@@ -14,7 +14,13 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from headless_ops import __version__
-from headless_ops.api import routes_devices, routes_health, routes_operations
+from headless_ops.api import (
+    routes_devices,
+    routes_health,
+    routes_metrics,
+    routes_operations,
+    routes_windows,
+)
 from headless_ops.api.errors import install_error_handlers
 from headless_ops.api.limits import BodyLimitMiddleware
 from headless_ops.api.runtime import Runtime
@@ -24,11 +30,17 @@ __all__ = ["API_PREFIX", "create_app"]
 API_PREFIX = "/api/v1"
 log = structlog.get_logger(__name__)
 
-#: Things to run beside the API while it serves (the scheduler, the ACS …).
-BackgroundTask = Callable[[Runtime], Coroutine[Any, Any, None]]
+#: Things to run beside the API while it serves (the scheduler, the ACS …); each gets the
+#: runtime and an event set when the server stops, and should return soon after it.
+BackgroundTask = Callable[[Runtime, asyncio.Event], Coroutine[Any, Any, None]]
 
 
-async def _purge_loop(runtime: Runtime) -> None:
+async def run_scheduler(runtime: Runtime, stop: asyncio.Event) -> None:
+    """The embedded scheduler (``serve``): runs until the server stops, then drains."""
+    await runtime.make_scheduler().run(stop)
+
+
+async def _purge_loop(runtime: Runtime, _stop: asyncio.Event) -> None:
     while True:
         try:
             purged = await runtime.operations.purge_idempotency_keys()
@@ -50,10 +62,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(task(runtime)) for task in tasks_to_run]
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(task(runtime, stop)) for task in tasks_to_run]
         try:
             yield
         finally:
+            stop.set()
+            # Let each finish its own way (the scheduler drains), then cancel what lingers.
+            grace = runtime.settings.shutdown_grace_s + 5
+            await asyncio.wait(tasks, timeout=grace)
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -77,7 +94,9 @@ def create_app(
     app.include_router(routes_operations.by_id_router, prefix=API_PREFIX)
     app.include_router(routes_operations.by_name_router, prefix=API_PREFIX)
     app.include_router(routes_devices.router, prefix=API_PREFIX)
+    app.include_router(routes_windows.router, prefix=API_PREFIX)
     app.include_router(routes_health.router)
+    app.include_router(routes_metrics.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
 
     def openapi() -> dict[str, Any]:
@@ -87,6 +106,14 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+_CHALLENGE = {
+    "required": True,
+    "description": 'The RFC 6750 challenge: `Bearer realm="headless-ops"`, plus '
+    '`error="invalid_token"` when a token was sent',
+    "schema": {"type": "string"},
+}
 
 
 def _honest_openapi(app: FastAPI) -> dict[str, Any]:
@@ -101,14 +128,24 @@ def _honest_openapi(app: FastAPI) -> dict[str, Any]:
             ref = str(bad.get("content", {}).get("application/json", {}).get("schema", {}))
             if "HTTPValidationError" in ref:
                 del responses["422"]
+            if "401" in responses:
+                # Every 401 carries the challenge (api/errors.py), as RFC 6750 requires.
+                responses["401"].setdefault("headers", {})["WWW-Authenticate"] = _CHALLENGE
     components = schema.get("components", {}).get("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     # Schemas referenced by requestBodies given through openapi_extra.
     from headless_ops.domain.operations import PARAMETER_MODELS
     from headless_ops.services.devices import DeviceUpdate, NewDevice
+    from headless_ops.services.windows import NewWindow, WindowUpdate
 
-    models: list[type[BaseModel]] = [NewDevice, DeviceUpdate, *PARAMETER_MODELS.values()]
+    models: list[type[BaseModel]] = [
+        NewDevice,
+        DeviceUpdate,
+        NewWindow,
+        WindowUpdate,
+        *PARAMETER_MODELS.values(),
+    ]
     for model in models:
         sub = model.model_json_schema(ref_template="#/components/schemas/{model}")
         for name, definition in sub.pop("$defs", {}).items():

@@ -19,8 +19,8 @@ __all__ = ["RuntimeDep", "get_runtime", "require"]
 _bearer_doc = HTTPBearer(auto_error=False, description="`Authorization: Bearer tok_….<secret>`")
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The server's runtime."""
+async def get_runtime(request: Request) -> Runtime:
+    """The server's runtime (``async``: FastAPI would run a plain ``def`` in a thread)."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 

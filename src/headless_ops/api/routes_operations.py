@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -15,7 +16,7 @@ from headless_ops.api.schemas import OperationList, OperationOut, render_operati
 from headless_ops.auth.scopes import Scope
 from headless_ops.auth.tokens import Principal
 from headless_ops.domain.lifecycle import Status
-from headless_ops.domain.operations import OPERATION_ALIASES, OperationType
+from headless_ops.domain.operations import OPERATION_ALIASES, PARAMETER_MODELS, Priority
 from headless_ops.errors import FieldError, InvalidInput
 from headless_ops.services.requests import parse_new_operation, parse_timestamp
 from headless_ops.services.status import refresh_devices
@@ -60,62 +61,107 @@ def _timestamp(name: str, value: str | None) -> Any:
         raise InvalidInput(f"invalid {name}", [FieldError(name, str(exc))]) from None
 
 
+def _operation_schemas(key: str, by_name: bool) -> list[dict[str, Any]]:
+    """One schema per operation type: its names (canonical and aliases) and its parameters.
+
+    ``operation_type`` tells the variants apart, so the document says exactly which
+    ``parameters`` each type takes (the models in ``components``, as the server checks them).
+    """
+    timestamp = {"type": ["string", "null"], "format": "date-time"}
+    common: dict[str, Any] = {
+        key: {"type": "string", "minLength": 1, "maxLength": 128 if by_name else 80},
+        "scheduled_at": {
+            **timestamp,
+            "description": "UTC ISO 8601 with a zone (Z or an offset); omitted or null "
+            "means now.",
+        },
+        "priority": {
+            "type": "string",
+            "enum": [p.value for p in Priority],
+            "default": Priority.NORMAL.value,
+        },
+        "max_attempts": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": 100,
+            "description": "Omitted or null: the server's default.",
+        },
+        "expires_at": {
+            **timestamp,
+            "description": "Latest start time; after it the operation fails as expired. "
+            "Must be later than scheduled_at.",
+        },
+        "maintenance_window": {
+            "type": ["string", "null"],
+            "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+            "description": "Omitted or null: the device's window.",
+        },
+    }
+    variants = []
+    for op_type, model in PARAMETER_MODELS.items():
+        names = [op_type.value] + [a for a, t in OPERATION_ALIASES.items() if t is op_type]
+        needs_parameters = bool(model.model_json_schema().get("required"))
+        variants.append(
+            {
+                "title": f"{op_type.value} ({key})",
+                "type": "object",
+                "additionalProperties": False,
+                "required": [key, "operation_type"] + (["parameters"] if needs_parameters else []),
+                "properties": {
+                    key: common[key],
+                    "operation_type": {"type": "string", "enum": names},
+                    "parameters": {"$ref": f"#/components/schemas/{model.__name__}"},
+                    **{k: v for k, v in common.items() if k != key},
+                },
+            }
+        )
+    return variants
+
+
 def operation_request_body(by_name: bool) -> dict[str, Any]:
     """The OpenAPI requestBody of the POST: three media types, one operation."""
     key = "device_name" if by_name else "device_id"
-    types = [t.value for t in OperationType] + list(OPERATION_ALIASES)
-    operation = {
-        "type": "object",
-        "additionalProperties": False,
-        "required": [key, "operation_type"],
-        "properties": {
-            key: {"type": "string", "minLength": 1, "maxLength": 128 if by_name else 80},
-            "operation_type": {"type": "string", "enum": types},
-            "scheduled_at": {
-                "type": "string",
-                "format": "date-time",
-                "description": "UTC ISO 8601 with a zone; omitted means now.",
-            },
-            "parameters": {
-                "type": "object",
-                "description": "Per operation_type; see the parameter schemas in components.",
-            },
-            "priority": {"type": "string", "enum": ["low", "normal", "high", "critical"]},
-            "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
-            "expires_at": {"type": "string", "format": "date-time"},
-            "maintenance_window": {
-                "type": "string",
-                "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
-            },
+    example = {
+        key: "dev_67892" if not by_name else "gw-0001",
+        "operation_type": "backup_configuration",
+        "scheduled_at": "2024-01-16T02:00:00Z",
+        "parameters": {
+            "backup_location": "s3://backups/devices/",
+            "compression": True,
+            "retention_days": 30,
         },
-        "example": {
-            key: "dev_67892" if not by_name else "gw-0001",
-            "operation_type": "backup_configuration",
-            "scheduled_at": "2024-01-16T02:00:00Z",
-            "parameters": {
-                "backup_location": "s3://backups/devices/",
-                "compression": True,
-                "retention_days": 30,
-            },
-            "priority": "normal",
-        },
+        "priority": "normal",
     }
+    operation = {"oneOf": _operation_schemas(key, by_name)}
+    as_string = {"type": "string", "description": "The operation as a JSON string."}
     envelope = {
         "type": "object",
         "additionalProperties": False,
         "required": ["data"],
-        "properties": {
-            "data": {"type": "string", "description": "The operation as a JSON string."}
-        },
+        "properties": {"data": as_string},
+    }
+    # In a JSON body, `data` may also hold the operation object itself.
+    json_envelope = {
+        **envelope,
+        "properties": {"data": {"oneOf": [as_string, operation]}},
     }
     return {
         "required": True,
         "description": 'The operation as a JSON object, as `{"data": "<JSON string>"}`, '
         "or as a form field `data` holding the JSON string. All three give identical results.",
         "content": {
-            "application/json": {"schema": {"oneOf": [operation, envelope]}},
-            "application/x-www-form-urlencoded": {"schema": envelope},
-            "multipart/form-data": {"schema": envelope},
+            "application/json": {
+                "schema": {"oneOf": [operation, json_envelope]},
+                "example": example,
+            },
+            "application/x-www-form-urlencoded": {
+                "schema": envelope,
+                "example": {"data": json.dumps(example)},
+            },
+            "multipart/form-data": {
+                "schema": envelope,
+                "example": {"data": json.dumps(example)},
+            },
         },
     }
 
@@ -222,7 +268,18 @@ def _build(by_name: bool) -> APIRouter:
             201: {
                 "description": "Operation scheduled (or the original one, when an "
                 "Idempotency-Key repeats)",
-                "headers": {"Location": {"schema": {"type": "string"}}},
+                "headers": {
+                    "Location": {
+                        "required": True,
+                        "description": "URL of the operation",
+                        "schema": {"type": "string"},
+                    },
+                    "Idempotent-Replayed": {
+                        "description": "`true` when this is the original operation of a "
+                        "repeated Idempotency-Key",
+                        "schema": {"type": "string", "enum": ["true"]},
+                    },
+                },
             },
             400: _err("Invalid parameters or malformed JSON"),
             **_AUTH,
@@ -261,7 +318,7 @@ def _build(by_name: bool) -> APIRouter:
     async def get_operation(
         op_id: Annotated[str, Depends(_op_id)], runtime: RuntimeDep, principal: ReadOps
     ) -> JSONResponse:
-        view = await runtime.operations.get(principal.tenant_id, op_id)
+        view = await runtime.operations.get(principal.tenant_id, op_id, history=True)
         return JSONResponse(render_operation(view))
 
     @router.post(

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from headless_ops.config import Settings
 from headless_ops.crypto import SecretBox, TokenHasher, load_keys
 from headless_ops.helpers.registry import HelperRegistry
 from headless_ops.services.devices import DeviceService
 from headless_ops.services.operations import OperationService
+from headless_ops.services.windows import WindowService
 from headless_ops.store.db import Database
+
+if TYPE_CHECKING:
+    from headless_ops.scheduler.worker import Scheduler
 
 __all__ = ["Runtime"]
 
@@ -25,10 +31,24 @@ class Runtime:
     registry: HelperRegistry
     operations: OperationService = field(init=False)
     devices: DeviceService = field(init=False)
+    windows: WindowService = field(init=False)
 
     def __post_init__(self) -> None:
         self.operations = OperationService(self.db, self.registry, self.settings)
         self.devices = DeviceService(self.db, self.box)
+        self.windows = WindowService(
+            self.db, margin=timedelta(seconds=self.settings.window_margin_s)
+        )
+
+    def make_scheduler(self) -> Scheduler:
+        """A scheduler on this runtime, woken by this process's API changes."""
+        from headless_ops.scheduler.worker import Scheduler
+
+        scheduler = Scheduler(self.db, self.registry, self.box, self.settings)
+        self.operations.listeners.append(scheduler.wake)
+        self.operations.cancel_listeners.append(scheduler.request_cancel)
+        self.windows.listeners.append(scheduler.wake)
+        return scheduler
 
     @classmethod
     def from_settings(cls, settings: Settings, registry: HelperRegistry | None = None) -> Runtime:

@@ -31,6 +31,17 @@ class OperationError(BaseModel):
     message: str
 
 
+class HistoryEntry(BaseModel):
+    """One transition or attempt: ``{"at": "…Z", "event": "running", "attempt": 1, …}``."""
+
+    at: str
+    event: str
+    attempt: int
+    error_code: str | None
+    message: str | None
+    worker: str | None
+
+
 class OperationOut(BaseModel):
     """An operation as the API shows it."""
 
@@ -52,6 +63,12 @@ class OperationOut(BaseModel):
     finished_at: str | None
     result: dict[str, Any] | None
     error: OperationError | None
+    #: Why a due operation waits: device_busy, maintenance_window, limit, backoff.
+    wait_reason: str | None = None
+    #: For an operation waiting for its maintenance window: when the window next opens.
+    next_window_start: str | None = None
+    #: Transitions and attempts, oldest first (on ``GET /{id}/`` only).
+    history: list[HistoryEntry] | None = None
 
 
 class OperationList(BaseModel):
@@ -93,7 +110,7 @@ class DeviceList(BaseModel):
 def render_operation(view: OperationView) -> dict[str, Any]:
     """The JSON object of one operation (the original's fields first, in its order)."""
     op = view.op
-    return {
+    out: dict[str, Any] = {
         "id": op.id,
         "device_id": op.device_id,
         "device_name": view.device_name,
@@ -112,7 +129,24 @@ def render_operation(view: OperationView) -> dict[str, Any]:
         "finished_at": iso(op.finished_at),
         "result": op.result,
         "error": op.error,
+        "wait_reason": op.wait_reason,
+        "next_window_start": iso(op.run_after)
+        if op.wait_reason == "maintenance_window" and op.status in ("scheduled", "pending")
+        else None,
     }
+    if view.history is not None:
+        out["history"] = [
+            {
+                "at": iso(e["at"]),
+                "event": e["event"],
+                "attempt": e["attempt"],
+                "error_code": e["error_code"],
+                "message": e["message"],
+                "worker": e["worker"],
+            }
+            for e in view.history
+        ]
+    return out
 
 
 def render_device(record: DeviceRecord, box: SecretBox) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import typer
 import uvicorn
 from sqlalchemy import func, select
 
-from headless_ops.api.app import create_app
+from headless_ops.api.app import create_app, run_scheduler
 from headless_ops.api.runtime import Runtime
 from headless_ops.auth.tokens import create_token, ensure_tenant
 from headless_ops.cli import devices as devices_cli
@@ -82,7 +82,7 @@ async def _bootstrap(runtime: Runtime, demo: bool) -> str | None:
     return token
 
 
-def _serve(settings: Settings, demo: bool) -> None:
+def _serve(settings: Settings, demo: bool, *, scheduler: bool = True) -> None:
     configure_logging(settings.log_level, settings.log_format)
     if settings.is_sqlite:
         upgrade(settings)
@@ -94,7 +94,8 @@ def _serve(settings: Settings, demo: bool) -> None:
     typer.echo(f"data directory:    {settings.data_dir.resolve()}")
     if token:
         typer.echo(f"admin token (shown once, keep it): {token}")
-    app_ = create_app(runtime)
+    app_ = create_app(runtime, background=[run_scheduler] if scheduler else [])
+    typer.echo(f"scheduler:         {'embedded' if scheduler else 'off (run headless-ops worker)'}")
     config = uvicorn.Config(
         app_,
         host=settings.host,
@@ -131,6 +132,47 @@ def serve(
 ) -> None:
     """Run the API (and, as they are built, the scheduler and ACS) in one process."""
     _serve(make_settings(host=host, port=port, data_dir=data_dir), demo)
+
+
+@app.command()
+def api(host: Host = None, port: Port = None, data_dir: DataDir = None) -> None:
+    """Run the API alone (scaled out: workers run separately against PostgreSQL)."""
+    _serve(make_settings(host=host, port=port, data_dir=data_dir), False, scheduler=False)
+
+
+@app.command()
+def worker(
+    data_dir: DataDir = None,
+    burst: Annotated[
+        bool, typer.Option(help="Run what is due now, then exit (deterministic runs)")
+    ] = False,
+) -> None:
+    """Run the scheduler alone. SIGTERM: stop claiming, let running operations finish within
+    the grace period, release the leases of the rest, exit."""
+    settings = make_settings(data_dir=data_dir)
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.is_sqlite:
+        upgrade(settings)
+    asyncio.run(_worker(settings, burst))
+
+
+async def _worker(settings: Settings, burst: bool) -> None:
+    import signal
+
+    runtime = Runtime.from_settings(settings)
+    try:
+        scheduler = runtime.make_scheduler()
+        if burst:
+            await scheduler.run_until_idle(timeout=24 * 3600)
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        typer.echo(f"worker {scheduler.worker_id} on {_safe_url(settings.effective_database_url)}")
+        await scheduler.run(stop)
+    finally:
+        await runtime.close()
 
 
 @app.command()

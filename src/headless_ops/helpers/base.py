@@ -1,12 +1,14 @@
 """The contract every device helper fulfils.
 
 A helper speaks one protocol. It declares the operation types it supports (rather than
-raising ``NotImplementedError``) and refreshes a device's status. Execution of operations
-is added to this contract by the scheduler.
+raising ``NotImplementedError``), refreshes a device's status, and executes one operation
+on one device: it returns a typed result (a JSON object) or raises a :class:`HelperError`
+that says whether another attempt can help.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -14,7 +16,15 @@ from typing import Any, Protocol, runtime_checkable
 from headless_ops.domain.devices import DeviceStatus
 from headless_ops.domain.operations import OperationType
 
-__all__ = ["DeviceView", "Helper", "StatusReport"]
+__all__ = [
+    "DeviceView",
+    "Helper",
+    "HelperError",
+    "OperationContext",
+    "PermanentError",
+    "RetryableError",
+    "StatusReport",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,53 @@ class StatusReport:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class OperationContext:
+    """One attempt of one operation, as handed to a helper.
+
+    ``cancel`` is set when the operator asks for cancellation while it runs: a helper whose
+    protocol can stop should do so and return what the device did; one that cannot just
+    finishes, and the operation still ends ``cancelled``.
+    """
+
+    operation_id: str
+    operation_type: OperationType
+    parameters: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    device: DeviceView
+    #: Seconds this attempt may take before it is abandoned as timed out.
+    timeout_s: float
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Facts the helper learned on the way (e.g. reported firmware version).
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class HelperError(Exception):
+    """The operation failed on the device; ``code`` is a short machine-readable reason."""
+
+    retryable = False
+
+    def __init__(self, code: str, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class RetryableError(HelperError):
+    """A failure another attempt may fix (unreachable, timed out, dropped session)."""
+
+    retryable = True
+
+
+class PermanentError(HelperError):
+    """A failure another attempt cannot fix (bad credentials, unsupported, refused)."""
+
+    retryable = False
+
+
 @runtime_checkable
 class Helper(Protocol):
     """A device helper for one protocol."""
@@ -52,4 +109,8 @@ class Helper(Protocol):
 
     async def refresh_status(self, device: DeviceView) -> StatusReport:
         """Contact ``device`` and report its status; must not raise for an unreachable one."""
+        ...
+
+    async def execute(self, context: OperationContext) -> dict[str, Any]:
+        """Run one attempt; return its result or raise :class:`HelperError`."""
         ...

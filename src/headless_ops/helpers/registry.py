@@ -27,8 +27,18 @@ def load_object(spec: str) -> object:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(f"helper {spec!r} is not 'module:attribute'")
-    obj = getattr(importlib.import_module(module_name), attr)
-    return obj() if callable(obj) and not isinstance(obj, Helper) else obj
+    return _instantiate(getattr(importlib.import_module(module_name), attr))
+
+
+def _instantiate(obj: object) -> object:
+    """Call a class or factory; keep a helper instance as it is.
+
+    A class is always called: with class-level ``protocol`` and ``supported_operations``
+    the class object itself passes ``isinstance(obj, Helper)``, yet its methods are unbound.
+    """
+    if isinstance(obj, type) or (callable(obj) and not isinstance(obj, Helper)):
+        return obj()
+    return obj
 
 
 class HelperRegistry:
@@ -61,9 +71,7 @@ class HelperRegistry:
     def load_entry_points(self) -> None:
         """Register every helper advertised in the ``headless_ops.helpers`` group."""
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            obj = ep.load()
-            helper = obj() if callable(obj) and not isinstance(obj, Helper) else obj
-            self.register(helper)
+            self.register(_instantiate(ep.load()))  # type: ignore[arg-type]
 
     def load_specs(self, specs: str) -> None:
         """Register helpers named ``module:attribute``, comma-separated."""

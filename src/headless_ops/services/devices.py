@@ -9,7 +9,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from headless_ops.crypto import SecretBox
 from headless_ops.domain.devices import (
@@ -29,6 +31,7 @@ from headless_ops.store import devices as device_store
 from headless_ops.store import operations as op_store
 from headless_ops.store.db import Database
 from headless_ops.store.records import DeviceRecord
+from headless_ops.store.schema import maintenance_windows
 from headless_ops.timeutil import utcnow
 
 __all__ = ["DeviceService", "DeviceUpdate", "NewDevice", "device_view"]
@@ -85,6 +88,16 @@ def _check_name(name: str) -> None:
     if name != name.strip() or not re.match(r"^[^\x00-\x1f\x7f]+$", name):
         raise InvalidInput(
             "invalid device", [FieldError("name", "must be printable, without surrounding spaces")]
+        )
+
+
+async def _check_window(conn: AsyncConnection, tenant_id: str, name: str) -> None:
+    mw = maintenance_windows.c
+    query = select(mw.name).where(mw.tenant_id == tenant_id, mw.name == name)
+    if (await conn.execute(query)).first() is None:
+        raise InvalidInput(
+            "unknown maintenance window",
+            [FieldError("maintenance_window", f"no maintenance window is named {name!r}")],
         )
 
 
@@ -150,6 +163,8 @@ class DeviceService:
                     raise Conflict(f"device {device_id} already exists")
                 if await device_store.get_device_by_name(conn, tenant_id, new.name) is not None:
                     raise Conflict(f"a device named {new.name!r} already exists")
+                if new.maintenance_window is not None:
+                    await _check_window(conn, tenant_id, new.maintenance_window)
                 await device_store.insert_device(conn, values)
         except IntegrityError:
             raise Conflict(f"device {device_id} or name {new.name!r} already exists") from None
@@ -187,6 +202,8 @@ class DeviceService:
                 if change.labels is not None:
                     values["labels"] = validate_labels(change.labels)
                 if "maintenance_window" in change.model_fields_set:
+                    if change.maintenance_window is not None:
+                        await _check_window(conn, tenant_id, change.maintenance_window)
                     values["maintenance_window"] = change.maintenance_window
                 if change.connection is not None:
                     protocol = Protocol(record.protocol)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -29,7 +29,8 @@ from headless_ops.store import devices as device_store
 from headless_ops.store import operations as op_store
 from headless_ops.store.db import Database
 from headless_ops.store.records import DeviceRecord, OperationRecord
-from headless_ops.store.schema import idempotency_keys
+from headless_ops.store.scheduling import WAKE_CHANNEL, insert_events
+from headless_ops.store.schema import idempotency_keys, maintenance_windows, operation_events
 from headless_ops.timeutil import utcnow
 
 __all__ = ["CreateResult", "OperationService", "OperationView"]
@@ -41,6 +42,8 @@ class OperationView:
 
     op: OperationRecord
     device_name: str | None = None
+    #: Transitions and attempts, oldest first (only when asked for).
+    history: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,10 +78,17 @@ class OperationService:
         self.clock = clock
         #: Called after a change the scheduler should notice (new or cancelled operation).
         self.listeners: list[Callable[[], None]] = []
+        #: Called with the id of a running operation whose cancellation was asked.
+        self.cancel_listeners: list[Callable[[str], None]] = []
 
     def _changed(self) -> None:
         for listener in self.listeners:
             listener()
+
+    async def _notify_workers(self, conn: AsyncConnection) -> None:
+        # Other processes' schedulers LISTEN on this channel (PostgreSQL only).
+        if self.db.dialect == "postgresql":
+            await conn.execute(select(func.pg_notify(WAKE_CHANNEL, "")))
 
     async def create(
         self,
@@ -140,6 +150,8 @@ class OperationService:
                         )
                     ],
                 )
+            if request.maintenance_window is not None:
+                await self._check_window(conn, tenant_id, request.maintenance_window)
             scheduled_at = request.scheduled_at or now
             if request.expires_at is not None and request.expires_at <= scheduled_at:
                 raise InvalidInput(
@@ -171,8 +183,11 @@ class OperationService:
                 "lease_expires_at": None,
                 "lease_version": 0,
                 "cancel_requested": False,
+                "wait_reason": None,
             }
             await op_store.insert_operation(conn, values)
+            await self._notify_workers(conn)
+            await self._notify_workers(conn)
             if idempotency_key is not None:
                 await conn.execute(
                     insert(idempotency_keys).values(
@@ -186,6 +201,17 @@ class OperationService:
         self._changed()
         record = OperationRecord(**values)
         return CreateResult(OperationView(record, device.name), replayed=False)
+
+    async def _check_window(self, conn: AsyncConnection, tenant_id: str, name: str) -> None:
+        mw = maintenance_windows.c
+        found = (
+            await conn.execute(select(mw.name).where(mw.tenant_id == tenant_id, mw.name == name))
+        ).first()
+        if found is None:
+            raise InvalidInput(
+                "unknown maintenance window",
+                [FieldError("maintenance_window", f"no maintenance window is named {name!r}")],
+            )
 
     async def _device(
         self, conn: AsyncConnection, tenant_id: str, request: NewOperation
@@ -244,14 +270,23 @@ class OperationService:
             )
         return int(result.rowcount or 0)
 
-    async def get(self, tenant_id: str, op_id: str) -> OperationView:
-        """One operation; NotFound also for another tenant's."""
+    async def get(self, tenant_id: str, op_id: str, *, history: bool = False) -> OperationView:
+        """One operation (with its history when asked); NotFound also for another tenant's."""
         async with self.db.read() as conn:
             op = await op_store.get_operation(conn, tenant_id, op_id)
             if op is None:
                 raise NotFound(f"operation {op_id} does not exist")
             device = await device_store.get_device(conn, tenant_id, op.device_id)
-        return OperationView(op, device.name if device else None)
+            events = None
+            if history:
+                ev = operation_events.c
+                rows = (
+                    await conn.execute(
+                        select(operation_events).where(ev.operation_id == op_id).order_by(ev.id)
+                    )
+                ).all()
+                events = [dict(r._mapping) for r in rows]
+        return OperationView(op, device.name if device else None, events)
 
     async def list(
         self,
@@ -287,9 +322,30 @@ class OperationService:
                 raise NotFound(f"operation {op_id} does not exist")
             if Status(op.status) in TERMINAL:
                 raise Conflict(f"operation {op_id} is already {op.status} and cannot be cancelled")
-            if not await op_store.cancel_waiting(
-                conn, tenant_id, op_id, now, "cancelled by request"
-            ):
+            if await op_store.cancel_waiting(conn, tenant_id, op_id, now, "cancelled by request"):
+                event = "cancelled"
+            else:
                 await op_store.request_cancel_running(conn, tenant_id, op_id, now)
+                event = "cancel_requested"
+            await insert_events(
+                conn,
+                [
+                    {
+                        "operation_id": op_id,
+                        "at": now,
+                        "event": event,
+                        "attempt": op.attempts,
+                        "error_code": "cancelled" if event == "cancelled" else None,
+                        "message": "cancelled by request"
+                        if event == "cancelled"
+                        else "cancellation asked while running",
+                        "worker": None,
+                    }
+                ],
+            )
+            await self._notify_workers(conn)
         self._changed()
+        if event == "cancel_requested":
+            for listener in self.cancel_listeners:
+                listener(op_id)
         return await self.get(tenant_id, op_id)

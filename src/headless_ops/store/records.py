@@ -56,3 +56,4 @@ class OperationRecord:
     lease_expires_at: datetime | None
     lease_version: int
     cancel_requested: bool
+    wait_reason: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     ForeignKey,
@@ -19,7 +20,16 @@ from sqlalchemy import (
 
 from headless_ops.store.types import JsonType, UtcDateTime
 
-__all__ = ["api_tokens", "devices", "idempotency_keys", "metadata", "operations", "tenants"]
+__all__ = [
+    "api_tokens",
+    "devices",
+    "idempotency_keys",
+    "maintenance_windows",
+    "metadata",
+    "operation_events",
+    "operations",
+    "tenants",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -78,6 +88,7 @@ devices = Table(
 
 _WAITING = text("status IN ('scheduled', 'pending')")
 _RUNNING = text("status = 'running'")
+_WAITING_EXPIRING = text("status IN ('scheduled', 'pending') AND expires_at IS NOT NULL")
 
 operations = Table(
     "operations",
@@ -108,6 +119,8 @@ operations = Table(
     Column("lease_expires_at", UtcDateTime(), nullable=True),
     Column("lease_version", Integer, nullable=False),
     Column("cancel_requested", Boolean, nullable=False),
+    # Why a due operation waits: device_busy, maintenance_window, limit, backoff.
+    Column("wait_reason", String(32), nullable=True),
     Index("ix_operations_tenant_id_id", "tenant_id", "id"),
     Index("ix_operations_tenant_id_device_id_id", "tenant_id", "device_id", "id"),
     Index("ix_operations_tenant_id_status_id", "tenant_id", "status", "id"),
@@ -127,6 +140,21 @@ operations = Table(
         sqlite_where=_RUNNING,
         postgresql_where=_RUNNING,
     ),
+    # Candidates in claim order, one range scan per priority level.
+    Index(
+        "ix_operations_claim",
+        "priority",
+        "run_after",
+        sqlite_where=_WAITING,
+        postgresql_where=_WAITING,
+    ),
+    Index(
+        "ix_operations_expiry",
+        "expires_at",
+        sqlite_where=_WAITING_EXPIRING,
+        postgresql_where=_WAITING_EXPIRING,
+    ),
+    Index("ix_operations_started_at", "started_at"),
     Index(
         "ix_operations_lease",
         "lease_expires_at",
@@ -145,4 +173,37 @@ idempotency_keys = Table(
     Column("operation_id", String(40), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False, index=True),
     PrimaryKeyConstraint("tenant_id", "key"),
+)
+
+#: Every transition and attempt of an operation, in order (``GET /{id}/`` shows them).
+operation_events = Table(
+    "operation_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("operation_id", String(40), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    # The status entered (or "cancel_requested", "lease_refused" …).
+    Column("event", String(32), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("error_code", String(64), nullable=True),
+    Column("message", Text, nullable=True),
+    Column("worker", String(128), nullable=True),
+    Index("ix_operation_events_operation_id_id", "operation_id", "id"),
+)
+
+maintenance_windows = Table(
+    "maintenance_windows",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("cron", String(128), nullable=True),
+    Column("duration_s", Integer, nullable=True),
+    # One-off ranges: [[start, end], …] as ISO 8601 UTC strings.
+    Column("ranges", JsonType, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "name"),
 )

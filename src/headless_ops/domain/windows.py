@@ -1,0 +1,146 @@
+"""Maintenance windows: when a device may be worked on.
+
+A window is either recurring — a cron expression giving the local start times in an IANA
+time zone, each opening the window for ``duration`` of real time — or a list of one-off
+UTC ranges. All arithmetic is on aware datetimes; cron times are interpreted in the
+window's zone, so "02:00 every night" stays 02:00 local across daylight-saving changes
+(cronsim runs a start that spring-forward skips right after the gap, and a start in the
+repeated hour of fall-back once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+__all__ = ["MaintenanceWindow", "WindowError", "next_start_time"]
+
+#: How far ahead to look for the next opening before saying "never".
+HORIZON = timedelta(days=400)
+
+
+class WindowError(ValueError):
+    """The window definition is invalid."""
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    """A recurring (``cron`` + ``duration`` in ``timezone``) or one-off (``ranges``) window."""
+
+    name: str
+    timezone: str = "UTC"
+    cron: str | None = None
+    duration: timedelta | None = None
+    ranges: tuple[tuple[datetime, datetime], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        try:
+            zone = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise WindowError(f"unknown time zone {self.timezone!r}") from None
+        object.__setattr__(self, "_zone", zone)
+        if self.cron is not None:
+            if self.ranges:
+                raise WindowError("a window is either recurring (cron) or a list of ranges")
+            if self.duration is None or self.duration <= timedelta(0):
+                raise WindowError("a recurring window needs a positive duration")
+            if len(self.cron.split()) != 5:
+                raise WindowError("cron must have five fields: minute hour day month weekday")
+            try:
+                CronSim(self.cron, datetime(2000, 1, 1, tzinfo=zone))
+            except CronSimError as exc:
+                raise WindowError(f"invalid cron expression: {exc}") from None
+        elif not self.ranges:
+            raise WindowError("a window needs a cron expression or at least one range")
+        for start, end in self.ranges:
+            if start.tzinfo is None or end.tzinfo is None:
+                raise WindowError("range bounds must carry a time zone")
+            if end <= start:
+                raise WindowError("a range must end after it starts")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The window's time zone."""
+        zone: ZoneInfo = object.__getattribute__(self, "_zone")
+        return zone
+
+    def _starts_from(self, moment: datetime) -> CronSim:
+        assert self.cron is not None
+        return CronSim(self.cron, moment.astimezone(self.zone))
+
+    def open_interval(self, now: datetime) -> tuple[datetime, datetime] | None:
+        """The open interval ``[start, end)`` containing ``now``, merged with any overlapping
+        later openings; ``None`` when closed."""
+        now = now.astimezone(UTC)
+        if self.cron is None:
+            for start, end in sorted(self.ranges):
+                if start <= now < end:
+                    return start.astimezone(UTC), self._extend_ranges(end.astimezone(UTC))
+            return None
+        assert self.duration is not None
+        # Starts after (now - duration) and not after now are the openings covering now.
+        # CronSim yields times strictly after its argument.
+        covering = None
+        for start in self._starts_from(now - self.duration):
+            start_utc = start.astimezone(UTC)
+            if start_utc > now:
+                break
+            covering = start_utc
+            break
+        if covering is None:
+            return None
+        end = covering + self.duration
+        # Merge following openings that begin before this one ends.
+        for start in self._starts_from(covering):
+            start_utc = start.astimezone(UTC)
+            if start_utc > end or start_utc - covering > HORIZON:
+                break
+            end = max(end, start_utc + self.duration)
+        return covering, end
+
+    def _extend_ranges(self, end: datetime) -> datetime:
+        changed = True
+        while changed:
+            changed = False
+            for start, stop in self.ranges:
+                if start.astimezone(UTC) <= end < stop.astimezone(UTC):
+                    end = stop.astimezone(UTC)
+                    changed = True
+        return end
+
+    def can_start(self, now: datetime, margin: timedelta = timedelta(0)) -> bool:
+        """Whether an operation may start at ``now``: open, with at least ``margin`` left."""
+        interval = self.open_interval(now)
+        return interval is not None and interval[1] - now.astimezone(UTC) >= margin
+
+    def next_start(self, now: datetime, margin: timedelta = timedelta(0)) -> datetime | None:
+        """The earliest time ``>= now`` at which an operation may start; ``None`` if never
+        (within ``HORIZON``)."""
+        now = now.astimezone(UTC)
+        if self.can_start(now, margin):
+            return now
+        if self.cron is None:
+            for start, end in sorted(self.ranges):
+                start_utc, end_utc = start.astimezone(UTC), self._extend_ranges(end.astimezone(UTC))
+                if start_utc > now and end_utc - start_utc >= margin:
+                    return start_utc
+            return None
+        for start in self._starts_from(now):
+            start_utc = start.astimezone(UTC)
+            if start_utc - now > HORIZON:
+                return None
+            if self.can_start(start_utc, margin):
+                return start_utc
+        return None  # pragma: no cover - CronSim iterates forever
+
+
+def next_start_time(
+    window: MaintenanceWindow | None, now: datetime, margin: timedelta = timedelta(0)
+) -> datetime | None:
+    """``now`` without a window; otherwise the window's next start (``None``: never)."""
+    if window is None:
+        return now
+    return window.next_start(now, margin)

@@ -1,0 +1,386 @@
+"""The scheduler: claim due operations, run them through their helper, record outcomes.
+
+No fixed polling delay: the loop sleeps until the next due time, or until woken by a new
+or changed operation (in-process signal; PostgreSQL ``LISTEN/NOTIFY`` between processes),
+with a slow safety poll as a backstop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from headless_ops.config import Settings
+from headless_ops.crypto import SecretBox
+from headless_ops.domain.lifecycle import Status
+from headless_ops.domain.operations import OperationType
+from headless_ops.domain.retry import Decision, RetryPolicy, decide_failure
+from headless_ops.helpers.base import HelperError, OperationContext
+from headless_ops.helpers.registry import HelperRegistry
+from headless_ops.ids import new_id
+from headless_ops.scheduler import metrics
+from headless_ops.scheduler.notify import listen_for_wakeups
+from headless_ops.scheduler.recorder import Recorder
+from headless_ops.services.devices import device_view
+from headless_ops.store.db import Database
+from headless_ops.store.scheduling import Claimed, Limits, Outcome, SchedulerStore
+from headless_ops.timeutil import utcnow
+
+__all__ = ["Scheduler", "default_worker_id"]
+
+log = structlog.get_logger(__name__)
+
+_HOUSEKEEPING_EVERY = timedelta(seconds=1)
+
+
+def default_worker_id() -> str:
+    """``host:pid:random`` — unique per process, readable in leases and history."""
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id('w', 3)[2:]}"
+
+
+@dataclass
+class _Running:
+    claimed: Claimed
+    context: OperationContext
+    task: asyncio.Task[None] | None = None
+    lease_lost: bool = False
+
+
+@dataclass
+class Scheduler:
+    """One worker's claim loop. ``run()`` until stopped; ``run_until_idle()`` for tests."""
+
+    db: Database
+    registry: HelperRegistry
+    box: SecretBox
+    settings: Settings
+    clock: Callable[[], datetime] = utcnow
+    worker_id: str = ""
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.worker_id = self.worker_id or s.worker_id or default_worker_id()
+        self.store = SchedulerStore(self.db, self.worker_id)
+        self.policy = RetryPolicy(
+            base=timedelta(seconds=s.retry_base_s),
+            factor=s.retry_factor,
+            cap=timedelta(seconds=s.retry_cap_s),
+            jitter=s.retry_jitter,
+        )
+        self.limits = Limits(
+            max_running=s.max_running,
+            per_type=dict(s.max_running_per_type),
+            per_label=dict(s.max_running_per_label),
+            starts_per_minute=s.max_starts_per_minute,
+        )
+        self.lease_ttl = timedelta(seconds=s.lease_ttl_s)
+        self.margin = timedelta(seconds=s.window_margin_s)
+        self.recorder = Recorder(self.store, self.clock)
+        self._running: dict[str, _Running] = {}
+        self._wake = asyncio.Event()
+        self._claiming = True
+        self._last_housekeeping: datetime | None = None
+        self._idle = asyncio.Event()
+
+    # -- signals ------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Look for due work now (a new or changed operation)."""
+        self._wake.set()
+
+    def request_cancel(self, op_id: str) -> None:
+        """Tell a locally running operation that cancellation was asked."""
+        running = self._running.get(op_id)
+        if running is not None:
+            running.context.cancel.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Operations this worker is running."""
+        return len(self._running)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run until ``stop`` is set, then drain (see :meth:`drain`)."""
+        self.recorder.start()
+        tasks = [asyncio.create_task(self._heartbeat_loop(), name="headless-ops-heartbeat")]
+        if self.db.dialect == "postgresql":
+            tasks.append(asyncio.create_task(listen_for_wakeups(self.db.url, self.wake)))
+        log.info("scheduler started", worker=self.worker_id)
+        try:
+            while not stop.is_set():
+                delay = await self._cycle_safely()
+                if delay > 0:
+                    await self._sleep(delay, stop)
+        finally:
+            await self.drain(self.settings.shutdown_grace_s)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.recorder.stop()
+            log.info("scheduler stopped", worker=self.worker_id)
+
+    async def run_until_idle(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a test bound
+        """Run until nothing is due now and nothing runs (deterministic mode for tests)."""
+        self.recorder.start()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    claimed = await self._cycle()
+                    if self._running:
+                        await asyncio.wait(
+                            [r.task for r in self._running.values() if r.task is not None],
+                            return_when=asyncio.FIRST_COMPLETED,
+                        )
+                        continue
+                    if claimed == 0:
+                        return
+        finally:
+            await self.recorder.stop()
+
+    async def _sleep(self, delay: float, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def _cycle_safely(self) -> float:
+        try:
+            claimed = await self._cycle()
+        except Exception:
+            log.exception("scheduler cycle failed; retrying shortly")
+            return 1.0
+        if claimed >= self.settings.claim_batch_size:
+            return 0.0  # there is probably more due right now
+        return await self._next_delay(claimed)
+
+    async def _next_delay(self, claimed: int) -> float:
+        now = self.clock()
+        poll = self.settings.safety_poll_s
+        if self._rate_limited:
+            poll = min(poll, 1.0)
+        nxt = await self.store.next_wake(now)
+        if nxt is None:
+            return poll
+        return max(0.0, min(poll, (nxt - now).total_seconds()))
+
+    _rate_limited: bool = False
+
+    async def _cycle(self) -> int:
+        """One pass: housekeeping when due, then claim and start what fits."""
+        now = self.clock()
+        if self._last_housekeeping is None or now - self._last_housekeeping >= _HOUSEKEEPING_EVERY:
+            self._last_housekeeping = now
+            await self._housekeeping(now)
+        free = self.settings.max_in_flight - len(self._running)
+        if not self._claiming or free <= 0:
+            return 0
+        claimed, self._rate_limited = await self.store.claim(
+            now,
+            min(self.settings.claim_batch_size, free),
+            lease_ttl=self.lease_ttl,
+            limits=self.limits,
+            window_margin=self.margin,
+        )
+        for item in claimed:
+            self._start(item, now)
+        return len(claimed)
+
+    async def _housekeeping(self, now: datetime) -> None:
+        expired = await self.store.expire_waiting(now)
+        for _ in expired:
+            metrics.FINISHED.labels("failed", "unknown").inc()
+        rescued = await self.store.reap(now, self.policy, self.rng)
+        for op_id, decision in rescued:
+            metrics.LEASE_EXPIRIES.inc()
+            log.warning(
+                "lease expired; operation rescued",
+                operation_id=op_id,
+                status=decision.status.value,
+            )
+        await self.store.mark_busy_pending(now)
+
+    # -- running one operation ---------------------------------------------------------------
+
+    def _start(self, claimed: Claimed, now: datetime) -> None:
+        op = claimed.op
+        if op.attempts == 1:
+            metrics.LATENESS.observe(max(0.0, (now - op.scheduled_at).total_seconds()))
+        device = device_view(claimed.device, self.box) if claimed.device is not None else None
+        context = OperationContext(
+            operation_id=op.id,
+            operation_type=OperationType(op.operation_type),
+            parameters=dict(op.parameters),
+            attempt=op.attempts,
+            max_attempts=op.max_attempts,
+            device=device,  # type: ignore[arg-type]  # None is handled before the helper runs
+            timeout_s=self.settings.operation_timeout(op.operation_type),
+        )
+        if op.cancel_requested:
+            context.cancel.set()
+        running = _Running(claimed, context)
+        self._running[op.id] = running
+        running.task = asyncio.create_task(self._execute(running), name=f"op-{op.id}")
+
+    async def _execute(self, running: _Running) -> None:
+        op = running.claimed.op
+        structlog.contextvars.bind_contextvars(operation_id=op.id, attempt=op.attempts)
+        try:
+            outcome = await self._attempt(running)
+            if running.lease_lost:
+                log.warning("lease lost while running; result not written", operation_id=op.id)
+                metrics.REFUSED_RESULTS.inc()
+                return
+            accepted = await self.recorder.submit(outcome)
+            status = outcome.decision.status
+            if not accepted:
+                metrics.REFUSED_RESULTS.inc()
+                log.warning("late result refused: the lease was lost", operation_id=op.id)
+            else:
+                metrics.ATTEMPTS.labels(op.operation_type, status.value).inc()
+                if status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
+                    metrics.FINISHED.labels(status.value, op.operation_type).inc()
+                log.info(
+                    "attempt finished",
+                    operation_id=op.id,
+                    status=status.value,
+                    error_code=outcome.decision.error_code,
+                )
+        except asyncio.CancelledError:
+            log.info("attempt interrupted", operation_id=op.id)
+        finally:
+            self._running.pop(op.id, None)
+            structlog.contextvars.unbind_contextvars("operation_id", "attempt")
+            self.wake()  # the device is free: another of its operations may start
+
+    async def _attempt(self, running: _Running) -> Outcome:
+        claimed, ctx = running.claimed, running.context
+        op = claimed.op
+
+        def failure(code: str, message: str, retryable: bool) -> Outcome:
+            decision = decide_failure(
+                attempts=op.attempts,
+                max_attempts=op.max_attempts,
+                retryable=retryable,
+                code=code,
+                message=message,
+                now=self.clock(),
+                policy=self.policy,
+                cancel_requested=ctx.cancel.is_set(),
+                expires_at=op.expires_at,
+                rng=self.rng,
+            )
+            return Outcome(op.id, op.lease_version, op.attempts, decision)
+
+        if claimed.device is None:
+            return failure("device_missing", f"device {op.device_id} no longer exists", False)
+        helper = self.registry.get(claimed.device.protocol)
+        if helper is None:
+            return failure(
+                "no_helper", f"no helper is installed for protocol {claimed.device.protocol}", False
+            )
+        if ctx.operation_type not in helper.supported_operations:
+            return failure(
+                "unsupported",
+                f"the {claimed.device.protocol} helper cannot perform {op.operation_type}",
+                False,
+            )
+        log.info("attempt started", operation_id=op.id, device_id=op.device_id)
+        try:
+            async with asyncio.timeout(ctx.timeout_s):
+                result = await helper.execute(ctx)
+        except HelperError as exc:
+            return failure(exc.code, exc.message, exc.retryable)
+        except TimeoutError:
+            return failure("timeout", f"no result within {ctx.timeout_s:g}s", True)
+        except asyncio.CancelledError:
+            raise
+        except OSError as exc:
+            return failure("io_error", f"{type(exc).__name__}: {exc}", True)
+        except Exception as exc:
+            log.exception("helper raised an unexpected error", operation_id=op.id)
+            return failure("helper_error", f"{type(exc).__name__}: {exc}", False)
+        if not isinstance(result, dict):
+            return failure("helper_error", "the helper returned no result object", False)
+        status = Status.CANCELLED if ctx.cancel.is_set() else Status.COMPLETED
+        decision = Decision(
+            status,
+            error_code="cancelled" if status is Status.CANCELLED else None,
+            message="cancelled while running; the result records what the device did"
+            if status is Status.CANCELLED
+            else None,
+        )
+        firmware = ctx.facts.get("firmware_version")
+        return Outcome(
+            op.id,
+            op.lease_version,
+            op.attempts,
+            decision,
+            result=result,
+            firmware_version=firmware if isinstance(firmware, str) else None,
+        )
+
+    # -- leases ---------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = max(0.05, self.lease_ttl.total_seconds() / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.heartbeat()
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def heartbeat(self) -> None:
+        """Renew leases; stop operations whose lease was lost; pass on cancellations."""
+        held = {i: r.claimed.op.lease_version for i, r in self._running.items()}
+        lost, cancel = await self.store.heartbeat(self.clock(), held, self.lease_ttl)
+        for op_id in lost:
+            running = self._running.get(op_id)
+            if running is not None and running.task is not None:
+                running.lease_lost = True
+                log.warning("lease lost; stopping the local attempt", operation_id=op_id)
+                running.task.cancel()
+        for op_id in cancel:
+            self.request_cancel(op_id)
+
+    async def drain(self, grace: float) -> None:
+        """Stop claiming; let running operations finish within ``grace`` seconds, then
+        release the leases of the rest so another worker takes them at once."""
+        self._claiming = False
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        if tasks:
+            log.info("draining", running=len(tasks), grace_s=grace)
+            await asyncio.wait(tasks, timeout=grace)
+        left = {i: r.claimed.op.lease_version for i, r in self._running.items()}
+        if left:
+            for r in list(self._running.values()):
+                r.lease_lost = True  # nothing they produce may be written now
+                if r.task is not None:
+                    r.task.cancel()
+            released = await self.store.release(self.clock(), left)
+            log.info("leases released", count=released)
+            await asyncio.gather(
+                *(r.task for r in self._running.values() if r.task is not None),
+                return_exceptions=True,
+            )
+
+    def stats(self) -> dict[str, Any]:
+        """For logs and metrics."""
+        return {"worker": self.worker_id, "in_flight": len(self._running)}

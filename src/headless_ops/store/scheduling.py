@@ -1,0 +1,815 @@
+"""SQL of the scheduler: claim due operations under a lease, record outcomes with fencing,
+renew leases, rescue expired ones, expire the unstarted, and say when to wake next.
+
+Every transition is guarded by ``WHERE status IN (…)`` (and, for a running operation, by
+its ``lease_version``), so two processes never both win one. Claims are serialised: on
+SQLite by the write lock (``BEGIN IMMEDIATE``), on PostgreSQL by a transaction-scoped
+advisory lock plus ``FOR UPDATE SKIP LOCKED`` on the candidate rows.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, exists, func, insert, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
+
+from headless_ops.domain.lifecycle import Status
+from headless_ops.domain.retry import Decision, RetryPolicy, decide_rescue
+from headless_ops.domain.windows import MaintenanceWindow
+from headless_ops.store.db import Database
+from headless_ops.store.devices import _record as device_record
+from headless_ops.store.operations import to_record
+from headless_ops.store.records import DeviceRecord, OperationRecord
+from headless_ops.store.schema import devices, maintenance_windows, operation_events, operations
+
+__all__ = ["WAKE_CHANNEL", "Claimed", "Limits", "Outcome", "SchedulerStore", "window_from_row"]
+
+#: PostgreSQL NOTIFY channel that wakes every worker.
+WAKE_CHANNEL = "headless_ops_wake"
+_CLAIM_LOCK = 0x68_6F_70_73  # "hops": the advisory lock that serialises claims
+
+_WAITING = [Status.SCHEDULED.value, Status.PENDING.value]
+_RUNNING = Status.RUNNING.value
+o = operations.c
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An operation this worker now holds a lease on, with its device (None if deleted)."""
+
+    op: OperationRecord
+    device: DeviceRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one attempt, to be written if the lease still holds."""
+
+    op_id: str
+    lease_version: int
+    attempt: int
+    decision: Decision
+    result: dict[str, Any] | None = None
+    firmware_version: str | None = None
+
+
+@dataclass
+class Limits:
+    """Global limits on running operations (0 / empty: none)."""
+
+    max_running: int = 0
+    per_type: dict[str, int] = field(default_factory=dict)
+    per_label: dict[str, int] = field(default_factory=dict)
+    starts_per_minute: int = 0
+
+    @property
+    def any(self) -> bool:
+        """Whether any limit is set."""
+        return bool(self.max_running or self.per_type or self.per_label or self.starts_per_minute)
+
+
+def window_from_row(row: Any) -> MaintenanceWindow:
+    """A domain window from a ``maintenance_windows`` row."""
+    from headless_ops.services.requests import parse_timestamp
+
+    ranges = tuple((parse_timestamp(a), parse_timestamp(b)) for a, b in row.ranges or [])
+    return MaintenanceWindow(
+        name=row.name,
+        timezone=row.timezone,
+        cron=row.cron,
+        duration=timedelta(seconds=row.duration_s) if row.duration_s else None,
+        ranges=ranges,
+    )
+
+
+def _event(op_id: str, at: datetime, event: str, attempt: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "operation_id": op_id,
+        "at": at,
+        "event": event,
+        "attempt": attempt,
+        "error_code": extra.get("error_code"),
+        "message": extra.get("message"),
+        "worker": extra.get("worker"),
+    }
+
+
+async def insert_events(conn: AsyncConnection, events: Sequence[dict[str, Any]]) -> None:
+    """Append history rows."""
+    if events:
+        await conn.execute(insert(operation_events), list(events))
+
+
+class SchedulerStore:
+    """The scheduler's transactions, for one worker identity."""
+
+    def __init__(self, db: Database, worker_id: str) -> None:
+        self.db = db
+        self.worker_id = worker_id
+        self.pg = db.dialect == "postgresql"
+
+    async def _serialise_claims(self, conn: AsyncConnection) -> None:
+        if self.pg:
+            await conn.execute(select(func.pg_advisory_xact_lock(_CLAIM_LOCK)))
+
+    async def _notify(self, conn: AsyncConnection) -> None:
+        if self.pg:
+            await conn.execute(select(func.pg_notify(WAKE_CHANNEL, "")))
+
+    # -- claim ---------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        now: datetime,
+        limit: int,
+        *,
+        lease_ttl: timedelta,
+        limits: Limits,
+        window_margin: timedelta,
+    ) -> tuple[list[Claimed], bool]:
+        """Lease up to ``limit`` due operations, highest priority first, then earliest.
+
+        Skips devices with a running operation (and takes at most one per device), defers
+        operations outside their maintenance window to its next opening (``pending``), and
+        holds back what a limit forbids (``pending``). Returns the claimed operations and
+        whether a rate limit held something back.
+        """
+        async with self.db.write() as conn:
+            await self._serialise_claims(conn)
+            rows = await self._candidates(conn, now, limit * 2)
+            if not rows:
+                return [], False
+            windows = await self._windows(conn, rows)
+            counter = await _LimitCounter.load(conn, limits, now) if limits.any else None
+            chosen: list[Any] = []
+            seen_devices: set[tuple[str, str]] = set()
+            deferred: list[dict[str, Any]] = []
+            held: list[str] = []
+            failed: list[tuple[str, int, str, str]] = []
+            rate_limited = False
+            for row in rows:
+                if len(chosen) >= limit:
+                    break
+                key = (row.tenant_id, row.device_id)
+                if key in seen_devices:
+                    continue
+                name = row.maintenance_window or row.d_maintenance_window
+                if name:
+                    window = windows.get((row.tenant_id, name))
+                    if window is None:
+                        failed.append(
+                            (
+                                row.id,
+                                row.attempts,
+                                "window_missing",
+                                f"maintenance window {name!r} does not exist",
+                            )
+                        )
+                        continue
+                    if not window.can_start(now, window_margin):
+                        nxt = window.next_start(now, window_margin)
+                        if nxt is None or (row.expires_at is not None and nxt >= row.expires_at):
+                            failed.append(
+                                (
+                                    row.id,
+                                    row.attempts,
+                                    "expired",
+                                    f"maintenance window {name!r} does not open before expires_at"
+                                    if nxt is not None
+                                    else f"maintenance window {name!r} never opens",
+                                )
+                            )
+                        else:
+                            deferred.append(
+                                {"b_id": row.id, "b_run_after": nxt, "b_attempts": row.attempts}
+                            )
+                        continue
+                if counter is not None:
+                    verdict = counter.admit(row.operation_type, row.d_labels or {})
+                    if verdict is not None:
+                        rate_limited = rate_limited or verdict == "rate"
+                        held.append(row.id)
+                        continue
+                seen_devices.add(key)
+                chosen.append(row)
+            claimed = await self._lease(conn, now, chosen, lease_ttl)
+            await self._defer(conn, now, deferred)
+            await self._hold(conn, now, held, "limit")
+            await self._fail_waiting(conn, now, failed)
+            return claimed, rate_limited
+
+    async def _candidates(self, conn: AsyncConnection, now: datetime, want: int) -> list[Any]:
+        running = aliased(operations)
+        busy = exists().where(
+            running.c.tenant_id == o.tenant_id,
+            running.c.device_id == o.device_id,
+            running.c.status == _RUNNING,
+        )
+        rows: list[Any] = []
+        for priority in (3, 2, 1, 0):
+            if len(rows) >= want:
+                break
+            query = (
+                select(
+                    operations,
+                    devices.c.maintenance_window.label("d_maintenance_window"),
+                    devices.c.labels.label("d_labels"),
+                )
+                .select_from(
+                    operations.outerjoin(
+                        devices,
+                        and_(devices.c.tenant_id == o.tenant_id, devices.c.id == o.device_id),
+                    )
+                )
+                .where(
+                    o.status.in_(_WAITING),
+                    o.priority == priority,
+                    o.run_after <= now,
+                    ~busy,
+                )
+                .order_by(o.run_after)
+                .limit(want - len(rows))
+            )
+            if self.pg:
+                query = query.with_for_update(skip_locked=True, of=operations)
+            rows.extend((await conn.execute(query)).all())
+        return rows
+
+    async def _windows(
+        self, conn: AsyncConnection, rows: Iterable[Any]
+    ) -> dict[tuple[str, str], MaintenanceWindow]:
+        keys = {
+            (r.tenant_id, r.maintenance_window or r.d_maintenance_window)
+            for r in rows
+            if r.maintenance_window or r.d_maintenance_window
+        }
+        if not keys:
+            return {}
+        mw = maintenance_windows.c
+        found = (
+            await conn.execute(
+                select(maintenance_windows).where(tuple_(mw.tenant_id, mw.name).in_(sorted(keys)))
+            )
+        ).all()
+        return {(w.tenant_id, w.name): window_from_row(w) for w in found}
+
+    async def _lease(
+        self, conn: AsyncConnection, now: datetime, chosen: list[Any], lease_ttl: timedelta
+    ) -> list[Claimed]:
+        if not chosen:
+            return []
+        ids = [r.id for r in chosen]
+        result = await conn.execute(
+            update(operations)
+            .where(o.id.in_(ids), o.status.in_(_WAITING))
+            .values(
+                status=_RUNNING,
+                attempts=o.attempts + 1,
+                lease_owner=self.worker_id,
+                lease_expires_at=now + lease_ttl,
+                lease_version=o.lease_version + 1,
+                # The latest attempt's start; every attempt's is in the history.
+                started_at=now,
+                updated_at=now,
+                wait_reason=None,
+            )
+            .returning(operations)
+        )
+        leased = {r.id: to_record(r) for r in result.all()}
+        device_rows = await self._devices(conn, [r for r in chosen if r.id in leased])
+        await insert_events(
+            conn,
+            [
+                _event(op.id, now, _RUNNING, op.attempts, worker=self.worker_id)
+                for op in leased.values()
+            ],
+        )
+        return [
+            Claimed(leased[r.id], device_rows.get((r.tenant_id, r.device_id)))
+            for r in chosen
+            if r.id in leased
+        ]
+
+    async def _devices(
+        self, conn: AsyncConnection, rows: list[Any]
+    ) -> dict[tuple[str, str], DeviceRecord]:
+        keys = sorted({(r.tenant_id, r.device_id) for r in rows})
+        if not keys:
+            return {}
+        found = (
+            await conn.execute(
+                select(devices).where(tuple_(devices.c.tenant_id, devices.c.id).in_(keys))
+            )
+        ).all()
+        return {(d.tenant_id, d.id): device_record(d) for d in found}
+
+    async def _defer(
+        self, conn: AsyncConnection, now: datetime, deferred: list[dict[str, Any]]
+    ) -> None:
+        """Outside the window: pending until the window's next opening."""
+        if not deferred:
+            return
+        await conn.execute(
+            update(operations)
+            .where(o.id == bindparam("b_id"), o.status.in_(_WAITING))
+            .values(
+                status=Status.PENDING.value,
+                run_after=bindparam("b_run_after"),
+                wait_reason="maintenance_window",
+                updated_at=now,
+            ),
+            deferred,
+        )
+        await insert_events(
+            conn,
+            [
+                _event(
+                    d["b_id"],
+                    now,
+                    Status.PENDING.value,
+                    d["b_attempts"],
+                    message=f"waiting for its maintenance window, opening {d['b_run_after'].isoformat()}",
+                )
+                for d in deferred
+            ],
+        )
+
+    async def _hold(
+        self, conn: AsyncConnection, now: datetime, ids: list[str], reason: str
+    ) -> None:
+        """Due but held back: ``pending`` with the reason (history only on the first time)."""
+        if not ids:
+            return
+        changed = await conn.execute(
+            update(operations)
+            .where(
+                o.id.in_(ids),
+                o.status.in_(_WAITING),
+                (o.wait_reason.is_(None)) | (o.wait_reason != reason),
+            )
+            .values(status=Status.PENDING.value, wait_reason=reason, updated_at=now)
+            .returning(o.id, o.attempts)
+        )
+        await insert_events(
+            conn,
+            [
+                _event(r.id, now, Status.PENDING.value, r.attempts, message=f"waiting: {reason}")
+                for r in changed.all()
+            ],
+        )
+
+    async def _fail_waiting(
+        self, conn: AsyncConnection, now: datetime, failed: list[tuple[str, int, str, str]]
+    ) -> None:
+        if not failed:
+            return
+        await conn.execute(
+            update(operations)
+            .where(o.id == bindparam("b_id"), o.status.in_(_WAITING))
+            .values(
+                status=Status.FAILED.value,
+                error=bindparam("b_error"),
+                finished_at=now,
+                updated_at=now,
+                wait_reason=None,
+            ),
+            [{"b_id": i, "b_error": {"code": c, "message": m}} for i, _, c, m in failed],
+        )
+        await insert_events(
+            conn,
+            [
+                _event(i, now, Status.FAILED.value, a, error_code=c, message=m)
+                for i, a, c, m in failed
+            ],
+        )
+        await self._notify(conn)
+
+    # -- housekeeping ----------------------------------------------------------------------
+
+    async def mark_busy_pending(self, now: datetime) -> int:
+        """Due ``scheduled`` operations whose device is busy become ``pending`` (device_busy)."""
+        running = aliased(operations)
+        busy = exists().where(
+            running.c.tenant_id == o.tenant_id,
+            running.c.device_id == o.device_id,
+            running.c.status == _RUNNING,
+        )
+        async with self.db.write() as conn:
+            changed = await conn.execute(
+                update(operations)
+                .where(o.status == Status.SCHEDULED.value, o.run_after <= now, busy)
+                .values(status=Status.PENDING.value, wait_reason="device_busy", updated_at=now)
+                .returning(o.id, o.attempts)
+            )
+            rows = changed.all()
+            await insert_events(
+                conn,
+                [
+                    _event(
+                        r.id,
+                        now,
+                        Status.PENDING.value,
+                        r.attempts,
+                        message="waiting: another operation is running on the device",
+                    )
+                    for r in rows
+                ],
+            )
+        return len(rows)
+
+    async def expire_waiting(self, now: datetime) -> list[str]:
+        """Fail, as ``expired``, every waiting operation whose ``expires_at`` has passed."""
+        async with self.db.write() as conn:
+            rows = (
+                await conn.execute(
+                    select(o.id, o.attempts)
+                    .where(o.status.in_(_WAITING), o.expires_at.is_not(None), o.expires_at <= now)
+                    .limit(1000)
+                )
+            ).all()
+            await self._fail_waiting(
+                conn,
+                now,
+                [(r.id, r.attempts, "expired", "not started before expires_at") for r in rows],
+            )
+        return [r.id for r in rows]
+
+    async def reap(
+        self, now: datetime, policy: RetryPolicy, rng: random.Random | None = None
+    ) -> list[tuple[str, Decision]]:
+        """Rescue running operations whose lease expired: retry, fail, or cancel them."""
+        async with self.db.write() as conn:
+            query = (
+                select(operations).where(o.status == _RUNNING, o.lease_expires_at < now).limit(500)
+            )
+            if self.pg:
+                query = query.with_for_update(skip_locked=True)
+            rows = [to_record(r) for r in (await conn.execute(query)).all()]
+            done: list[tuple[str, Decision]] = []
+            events = []
+            for op in rows:
+                decision = decide_rescue(
+                    status=Status(op.status),
+                    lease_expires_at=op.lease_expires_at,
+                    attempts=op.attempts,
+                    max_attempts=op.max_attempts,
+                    cancel_requested=op.cancel_requested,
+                    now=now,
+                    policy=policy,
+                    expires_at=op.expires_at,
+                    rng=rng,
+                )
+                if decision is None:
+                    continue
+                outcome = Outcome(op.id, op.lease_version, op.attempts, decision)
+                if await self._write_outcome(conn, now, outcome):
+                    done.append((op.id, decision))
+                    events.append(
+                        _event(
+                            op.id,
+                            now,
+                            "lease_expired",
+                            op.attempts,
+                            error_code="lease_expired",
+                            message=f"lease of {op.lease_owner} expired",
+                            worker=self.worker_id,
+                        )
+                    )
+                    events.append(self._outcome_event(now, outcome))
+            await insert_events(conn, events)
+            if done:
+                await self._notify(conn)
+        return done
+
+    # -- results -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _outcome_values(now: datetime, outcome: Outcome) -> dict[str, Any]:
+        d = outcome.decision
+        terminal = d.status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+        error = None if d.error_code is None else {"code": d.error_code, "message": d.message or ""}
+        return {
+            "status": d.status.value,
+            "result": outcome.result,
+            "error": error,
+            "finished_at": now if terminal else None,
+            "run_after": d.run_after or now,
+            "wait_reason": "backoff" if d.status is Status.SCHEDULED else None,
+        }
+
+    def _outcome_event(self, now: datetime, outcome: Outcome) -> dict[str, Any]:
+        d = outcome.decision
+        event = "retry_scheduled" if d.status is Status.SCHEDULED else d.status.value
+        message = d.message
+        if d.status is Status.SCHEDULED and d.run_after is not None:
+            message = f"{d.message or ''}; next attempt at {d.run_after.isoformat()}".lstrip("; ")
+        return _event(
+            outcome.op_id,
+            now,
+            event,
+            outcome.attempt,
+            error_code=d.error_code,
+            message=message,
+            worker=self.worker_id,
+        )
+
+    async def _write_outcome(self, conn: AsyncConnection, now: datetime, outcome: Outcome) -> bool:
+        values = self._outcome_values(now, outcome)
+        result = await conn.execute(
+            update(operations)
+            .where(
+                o.id == outcome.op_id,
+                o.lease_version == outcome.lease_version,
+                o.status == _RUNNING,
+            )
+            .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
+        )
+        return bool(result.rowcount)
+
+    async def record(self, now: datetime, outcomes: Sequence[Outcome]) -> set[str]:
+        """Write outcomes whose lease still holds, in one transaction; returns the ids refused
+        (their lease was lost: another attempt owns the operation now)."""
+        if not outcomes:
+            return set()
+        async with self.db.write() as conn:
+            ids = [x.op_id for x in outcomes]
+            query = select(o.id, o.lease_version, o.status).where(o.id.in_(ids))
+            if self.pg:
+                query = query.with_for_update()
+            current = {r.id: r for r in (await conn.execute(query)).all()}
+            valid, refused = [], set()
+            for x in outcomes:
+                row = current.get(x.op_id)
+                if row is None or row.status != _RUNNING or row.lease_version != x.lease_version:
+                    refused.add(x.op_id)
+                else:
+                    valid.append(x)
+            if valid:
+                params = []
+                for x in valid:
+                    v = self._outcome_values(now, x)
+                    params.append(
+                        {"b_" + k: val for k, val in v.items()}
+                        | {"b_id": x.op_id, "b_version": x.lease_version}
+                    )
+                await conn.execute(
+                    update(operations)
+                    .where(
+                        o.id == bindparam("b_id"),
+                        o.lease_version == bindparam("b_version"),
+                        o.status == _RUNNING,
+                    )
+                    .values(
+                        status=bindparam("b_status"),
+                        result=bindparam("b_result"),
+                        error=bindparam("b_error"),
+                        finished_at=bindparam("b_finished_at"),
+                        run_after=bindparam("b_run_after"),
+                        wait_reason=bindparam("b_wait_reason"),
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        updated_at=now,
+                    ),
+                    params,
+                )
+                await self._learn_firmware(conn, now, valid)
+            events = [self._outcome_event(now, x) for x in valid]
+            events += [
+                _event(
+                    x.op_id,
+                    now,
+                    "result_refused",
+                    x.attempt,
+                    error_code="lease_lost",
+                    message="a late result was refused: the lease had been lost",
+                    worker=self.worker_id,
+                )
+                for x in outcomes
+                if x.op_id in refused
+            ]
+            await insert_events(conn, events)
+            await self._notify(conn)
+        return refused
+
+    async def _learn_firmware(
+        self, conn: AsyncConnection, now: datetime, outcomes: list[Outcome]
+    ) -> None:
+        learned = [x for x in outcomes if x.firmware_version]
+        if not learned:
+            return
+        await conn.execute(
+            update(devices)
+            .where(
+                devices.c.id
+                == select(o.device_id).where(o.id == bindparam("b_id")).scalar_subquery(),
+                devices.c.tenant_id
+                == select(o.tenant_id).where(o.id == bindparam("b_id")).scalar_subquery(),
+            )
+            .values(
+                firmware_version=bindparam("b_fw"),
+                last_seen_at=now,
+                status="online",
+                updated_at=now,
+            ),
+            [{"b_id": x.op_id, "b_fw": x.firmware_version} for x in learned],
+        )
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def heartbeat(
+        self, now: datetime, held: dict[str, int], lease_ttl: timedelta
+    ) -> tuple[set[str], set[str]]:
+        """Renew this worker's leases; returns (lost ids, ids whose cancellation was asked)."""
+        if not held:
+            return set(), set()
+        lost: set[str] = set()
+        cancel: set[str] = set()
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(operations)
+                .where(o.lease_owner == self.worker_id, o.status == _RUNNING, o.id.in_(list(held)))
+                .values(lease_expires_at=now + lease_ttl)
+            )
+            rows = (
+                await conn.execute(
+                    select(
+                        o.id, o.status, o.lease_version, o.lease_owner, o.cancel_requested
+                    ).where(o.id.in_(list(held)))
+                )
+            ).all()
+        by_id = {r.id: r for r in rows}
+        for op_id, version in held.items():
+            r = by_id.get(op_id)
+            if (
+                r is None
+                or r.status != _RUNNING
+                or r.lease_version != version
+                or r.lease_owner != self.worker_id
+            ):
+                lost.add(op_id)
+            elif r.cancel_requested:
+                cancel.add(op_id)
+        return lost, cancel
+
+    async def release(self, now: datetime, held: dict[str, int]) -> int:
+        """Give leases back on shutdown: the operations are due again at once, and the
+        interrupted attempt does not count."""
+        if not held:
+            return 0
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(operations)
+                .where(
+                    o.id == bindparam("b_id"),
+                    o.lease_version == bindparam("b_version"),
+                    o.status == _RUNNING,
+                )
+                .values(
+                    status=Status.SCHEDULED.value,
+                    attempts=o.attempts - 1,
+                    run_after=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                ),
+                [{"b_id": i, "b_version": v} for i, v in held.items()],
+            )
+            await insert_events(
+                conn,
+                [
+                    _event(
+                        i,
+                        now,
+                        "released",
+                        0,
+                        message="worker shutting down; lease released",
+                        worker=self.worker_id,
+                    )
+                    for i in held
+                ],
+            )
+            await self._notify(conn)
+        return int(result.rowcount or 0)
+
+    # -- timing ------------------------------------------------------------------------------
+
+    async def next_wake(self, now: datetime) -> datetime | None:
+        """The earliest future moment something becomes due: a ``run_after``, a lease expiry
+        or an ``expires_at``."""
+        async with self.db.read() as conn:
+            due = (
+                await conn.execute(
+                    select(func.min(o.run_after)).where(o.status.in_(_WAITING), o.run_after > now)
+                )
+            ).scalar()
+            lease = (
+                await conn.execute(select(func.min(o.lease_expires_at)).where(o.status == _RUNNING))
+            ).scalar()
+            expiry = (
+                await conn.execute(
+                    select(func.min(o.expires_at)).where(
+                        o.status.in_(_WAITING), o.expires_at.is_not(None)
+                    )
+                )
+            ).scalar()
+        found = [t for t in (due, lease, expiry) if t is not None]
+        if not found:
+            return None
+        from headless_ops.timeutil import ensure_utc
+
+        return min(ensure_utc(t) for t in found)
+
+    async def queue_stats(self, now: datetime) -> tuple[int, float]:
+        """(due and waiting, age in seconds of the oldest due one)."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(func.count(), func.min(o.run_after)).where(
+                        o.status.in_(_WAITING), o.run_after <= now
+                    )
+                )
+            ).one()
+        from headless_ops.timeutil import ensure_utc
+
+        oldest = (now - ensure_utc(row[1])).total_seconds() if row[1] is not None else 0.0
+        return int(row[0]), oldest
+
+
+class _LimitCounter:
+    """Running counts against the configured limits, updated as candidates are admitted."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        total: int,
+        by_type: dict[str, int],
+        by_label: dict[tuple[str, str], int],
+        starts: int,
+    ) -> None:
+        self.limits = limits
+        self.total = total
+        self.by_type = by_type
+        self.by_label = by_label
+        self.starts = starts
+
+    @classmethod
+    async def load(cls, conn: AsyncConnection, limits: Limits, now: datetime) -> _LimitCounter:
+        rows = (
+            await conn.execute(
+                select(o.operation_type, devices.c.labels)
+                .select_from(
+                    operations.outerjoin(
+                        devices,
+                        and_(devices.c.tenant_id == o.tenant_id, devices.c.id == o.device_id),
+                    )
+                )
+                .where(o.status == _RUNNING)
+            )
+        ).all()
+        by_type: dict[str, int] = {}
+        by_label: dict[tuple[str, str], int] = {}
+        for r in rows:
+            by_type[r.operation_type] = by_type.get(r.operation_type, 0) + 1
+            for key in limits.per_label:
+                value = (r.labels or {}).get(key)
+                if value is not None:
+                    by_label[(key, value)] = by_label.get((key, value), 0) + 1
+        starts = 0
+        if limits.starts_per_minute:
+            starts = int(
+                (
+                    await conn.execute(
+                        select(func.count()).where(o.started_at > now - timedelta(minutes=1))
+                    )
+                ).scalar_one()
+            )
+        return cls(limits, len(rows), by_type, by_label, starts)
+
+    def admit(self, operation_type: str, labels: dict[str, str]) -> str | None:
+        """None if it may start (and count it); else which limit holds it ("rate" or "limit")."""
+        lim = self.limits
+        if lim.starts_per_minute and self.starts >= lim.starts_per_minute:
+            return "rate"
+        if lim.max_running and self.total >= lim.max_running:
+            return "limit"
+        cap = lim.per_type.get(operation_type)
+        if cap is not None and self.by_type.get(operation_type, 0) >= cap:
+            return "limit"
+        for key, cap in lim.per_label.items():
+            value = labels.get(key)
+            if value is not None and self.by_label.get((key, value), 0) >= cap:
+                return "limit"
+        self.total += 1
+        self.starts += 1
+        self.by_type[operation_type] = self.by_type.get(operation_type, 0) + 1
+        for key in lim.per_label:
+            value = labels.get(key)
+            if value is not None:
+                self.by_label[(key, value)] = self.by_label.get((key, value), 0) + 1
+        return None
