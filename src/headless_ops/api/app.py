@@ -40,15 +40,16 @@ async def run_scheduler(runtime: Runtime, stop: asyncio.Event) -> None:
     await runtime.make_scheduler().run(stop)
 
 
-async def _purge_loop(runtime: Runtime, _stop: asyncio.Event) -> None:
-    while True:
+async def _purge_loop(runtime: Runtime, stop: asyncio.Event) -> None:
+    while not stop.is_set():
         try:
             purged = await runtime.operations.purge_idempotency_keys()
             if purged:
                 log.info("idempotency keys purged", count=purged)
         except Exception:
             log.exception("idempotency purge failed")
-        await asyncio.sleep(3600)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=3600)
 
 
 def create_app(
