@@ -24,7 +24,8 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     value = ensure_utc(value)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    # strftime's %Y does not pad years before 1000 on glibc ("1-01-01").
+    text = f"{value.year:04d}" + value.strftime("-%m-%dT%H:%M:%S")
     if value.microsecond:
         text += f".{value.microsecond:06d}".rstrip("0")
     return text + "Z"

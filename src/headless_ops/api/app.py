@@ -22,7 +22,7 @@ from headless_ops.api import (
     routes_windows,
 )
 from headless_ops.api.errors import install_error_handlers
-from headless_ops.api.limits import BodyLimitMiddleware
+from headless_ops.api.limits import BodyLimitMiddleware, NulInUrlMiddleware
 from headless_ops.api.runtime import Runtime
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -99,6 +99,7 @@ def create_app(
     app.include_router(routes_health.router)
     app.include_router(routes_metrics.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(NulInUrlMiddleware)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

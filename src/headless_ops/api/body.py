@@ -15,7 +15,13 @@ from starlette.requests import Request
 
 from headless_ops.errors import FieldError, InvalidInput, UnsupportedMediaType
 
-__all__ = ["JSON_TYPES", "loads_strict", "read_json_object", "read_operation_body"]
+__all__ = [
+    "JSON_TYPES",
+    "loads_strict",
+    "read_json_object",
+    "read_operation_body",
+    "refuse_nul",
+]
 
 _INT64 = (-(2**63), 2**63 - 1)
 JSON_TYPES = ("application/json",)
@@ -83,6 +89,36 @@ def loads_strict(raw: bytes | str, what: str = "body") -> Any:
         raise InvalidInput(f"malformed JSON: {msg}", [FieldError(what, msg)]) from None
 
 
+def refuse_nul(value: Any) -> Any:
+    """``value`` unchanged, or :class:`InvalidInput` naming each string that holds U+0000.
+
+    PostgreSQL stores U+0000 neither in text nor in JSONB; refusing it here keeps both engines
+    alike and turns what would be a database error into a 400 naming the field.
+    """
+    bad: list[str] = []
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:  # iterative: a decoded body may be nested hundreds of levels deep
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                bad.append(path)
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                sub_path = f"{path}.{key}" if path else key
+                if "\x00" in key:
+                    bad.append(sub_path.replace("\x00", "\\u0000"))
+                else:
+                    stack.append((sub_path, sub))
+        elif isinstance(item, list):
+            stack.extend((f"{path}.{i}" if path else str(i), sub) for i, sub in enumerate(item))
+    if bad:
+        raise InvalidInput(
+            "strings may not contain the NUL character (U+0000)",
+            [FieldError(path, "contains U+0000") for path in sorted(bad)[:20]],
+        )
+    return value
+
+
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
@@ -94,7 +130,7 @@ async def read_json_object(request: Request) -> Any:
         raise UnsupportedMediaType(
             f"Content-Type {media or '(none)'} is not supported: send application/json"
         )
-    return loads_strict(await request.body())
+    return refuse_nul(loads_strict(await request.body()))
 
 
 async def read_operation_body(request: Request) -> Any:
@@ -103,6 +139,10 @@ async def read_operation_body(request: Request) -> Any:
     (a) the operation as a JSON object; (b) ``{"data": "<operation as a JSON string>"}``;
     (c) a form (urlencoded or multipart) whose field ``data`` is the operation as JSON.
     """
+    return refuse_nul(await _operation_payload(request))
+
+
+async def _operation_payload(request: Request) -> Any:
     media = _media_type(request)
     if media in JSON_TYPES:
         payload = loads_strict(await request.body())

@@ -1,4 +1,4 @@
-"""A pure-ASGI guard on request body size (413), before any route reads the body."""
+"""Pure-ASGI guards run before any route: body size (413) and NUL in the URL (400)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headless_ops.errors import PayloadTooLarge
 
-__all__ = ["BodyLimitMiddleware"]
+__all__ = ["BodyLimitMiddleware", "NulInUrlMiddleware"]
 
 
 class BodyLimitMiddleware:
@@ -64,3 +64,38 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class NulInUrlMiddleware:
+    """Refuse a path or query string holding U+0000 (``%00``) with a 400.
+
+    No id, name or filter value can contain it (PostgreSQL cannot store it, and would fail
+    the lookup with an error rather than find nothing), so it is refused at the door.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+        ):
+            body = json.dumps(
+                {
+                    "detail": "the URL may not contain the NUL character (%00)",
+                    "errors": [{"field": "", "message": "contains %00"}],
+                }
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 400,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)

@@ -18,6 +18,7 @@ from headless_ops.auth.tokens import Principal
 from headless_ops.domain.lifecycle import Status
 from headless_ops.domain.operations import OPERATION_ALIASES, PARAMETER_MODELS, Priority
 from headless_ops.errors import FieldError, InvalidInput
+from headless_ops.services.operations import OperationView
 from headless_ops.services.requests import parse_new_operation, parse_timestamp
 from headless_ops.services.status import refresh_devices
 from headless_ops.store import devices as device_store
@@ -72,8 +73,7 @@ def _operation_schemas(key: str, by_name: bool) -> list[dict[str, Any]]:
         key: {"type": "string", "minLength": 1, "maxLength": 128 if by_name else 80},
         "scheduled_at": {
             **timestamp,
-            "description": "UTC ISO 8601 with a zone (Z or an offset); omitted or null "
-            "means now.",
+            "description": "UTC ISO 8601 with a zone (Z or an offset); omitted or null means now.",
         },
         "priority": {
             "type": "string",
@@ -215,14 +215,14 @@ def _build(by_name: bool) -> APIRouter:
                     "invalid operation_type",
                     [FieldError("operation_type", f"{operation_type!r} is not an operation type")],
                 ) from None
+        device_id_filter = device_id
+        matches_nothing = False
         if device_name is not None:
             resolved = await runtime.operations.resolve_device_name(tenant, device_name)
-            # An unknown name matches nothing, as an unknown id does.
-            device_id_filter = resolved if resolved is not None else "\x00none"
-            if device_id is not None and device_id != device_id_filter:
-                device_id_filter = "\x00none"
-        else:
-            device_id_filter = device_id  # type: ignore[assignment]
+            # An unknown name matches nothing, as an unknown id does (no query needed: a
+            # sentinel id would have to be a string no engine refuses and no device has).
+            matches_nothing = resolved is None or device_id not in (None, resolved)
+            device_id_filter = resolved
         flt = OperationFilter(
             id=id,
             device_id=device_id_filter,
@@ -231,7 +231,11 @@ def _build(by_name: bool) -> APIRouter:
             scheduled_after=_timestamp("scheduled_after", scheduled_after),
             scheduled_before=_timestamp("scheduled_before", scheduled_before),
         )
-        count, page = await runtime.operations.list(tenant, flt, limit, offset)
+        page: list[OperationView] = []
+        if matches_nothing:
+            count = 0
+        else:
+            count, page = await runtime.operations.list(tenant, flt, limit, offset)
         if update_status and page:
             async with runtime.db.read() as conn:
                 devices = await device_store.get_devices(

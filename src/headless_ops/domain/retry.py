@@ -6,6 +6,7 @@ test on a controllable clock.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,7 +29,11 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> timedelta:
         """The wait before the attempt after ``attempt`` (1-based)."""
-        raw = self.base.total_seconds() * self.factor ** max(0, attempt - 1)
+        try:
+            raw = self.base.total_seconds() * self.factor ** max(0, attempt - 1)
+        except OverflowError:
+            # factor**n beyond a float is beyond any cap (a zero base stays zero).
+            raw = math.inf if self.base > timedelta(0) else 0.0
         capped = min(raw, self.cap.total_seconds())
         scale = 1.0 - self.jitter * (rng or random).random()
         return timedelta(seconds=capped * scale)

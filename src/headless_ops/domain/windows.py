@@ -71,9 +71,15 @@ class MaintenanceWindow:
         assert self.cron is not None
         return CronSim(self.cron, moment.astimezone(self.zone))
 
-    def open_interval(self, now: datetime) -> tuple[datetime, datetime] | None:
+    def open_interval(
+        self, now: datetime, until: datetime | None = None
+    ) -> tuple[datetime, datetime] | None:
         """The open interval ``[start, end)`` containing ``now``, merged with any overlapping
-        later openings; ``None`` when closed."""
+        later openings; ``None`` when closed.
+
+        With ``until``, merging stops once ``end >= until``: a window that never closes
+        ("* * * * *" for a minute) would otherwise be followed opening by opening for the
+        whole ``HORIZON`` on every call."""
         now = now.astimezone(UTC)
         if self.cron is None:
             for start, end in sorted(self.ranges):
@@ -95,6 +101,8 @@ class MaintenanceWindow:
         end = covering + self.duration
         # Merge following openings that begin before this one ends.
         for start in self._starts_from(covering):
+            if until is not None and end >= until:
+                break
             start_utc = start.astimezone(UTC)
             if start_utc > end or start_utc - covering > HORIZON:
                 break
@@ -113,7 +121,7 @@ class MaintenanceWindow:
 
     def can_start(self, now: datetime, margin: timedelta = timedelta(0)) -> bool:
         """Whether an operation may start at ``now``: open, with at least ``margin`` left."""
-        interval = self.open_interval(now)
+        interval = self.open_interval(now, until=now + margin)
         return interval is not None and interval[1] - now.astimezone(UTC) >= margin
 
     def next_start(self, now: datetime, margin: timedelta = timedelta(0)) -> datetime | None:

@@ -24,7 +24,7 @@ from headless_ops.crypto import SecretBox
 from headless_ops.domain.lifecycle import Status
 from headless_ops.domain.operations import OperationType
 from headless_ops.domain.retry import Decision, RetryPolicy, decide_failure
-from headless_ops.helpers.base import HelperError, OperationContext
+from headless_ops.helpers.base import DeviceView, HelperError, OperationContext
 from headless_ops.helpers.registry import HelperRegistry
 from headless_ops.ids import new_id
 from headless_ops.scheduler import metrics
@@ -32,6 +32,7 @@ from headless_ops.scheduler.notify import listen_for_wakeups
 from headless_ops.scheduler.recorder import Recorder
 from headless_ops.services.devices import device_view
 from headless_ops.store.db import Database
+from headless_ops.store.records import DeviceRecord
 from headless_ops.store.scheduling import Claimed, Limits, Outcome, SchedulerStore
 from headless_ops.timeutil import utcnow
 
@@ -91,6 +92,9 @@ class Scheduler:
         self._claiming = True
         self._last_housekeeping: datetime | None = None
         self._idle = asyncio.Event()
+        self._views: dict[tuple[str, str], tuple[datetime, DeviceView]] = {}
+        # Bound once: the lazy module proxy would re-bind on every call of the hot path.
+        self.log = structlog.get_logger(__name__).bind(worker=self.worker_id)
 
     # -- signals ------------------------------------------------------------------------
 
@@ -117,7 +121,7 @@ class Scheduler:
         tasks = [asyncio.create_task(self._heartbeat_loop(), name="headless-ops-heartbeat")]
         if self.db.dialect == "postgresql":
             tasks.append(asyncio.create_task(listen_for_wakeups(self.db.url, self.wake)))
-        log.info("scheduler started", worker=self.worker_id)
+        self.log.info("scheduler started")
         try:
             while not stop.is_set():
                 delay = await self._cycle_safely()
@@ -131,7 +135,7 @@ class Scheduler:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.recorder.stop()
-            log.info("scheduler stopped", worker=self.worker_id)
+            self.log.info("scheduler stopped")
 
     async def run_until_idle(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a test bound
         """Run until nothing is due now and nothing runs (deterministic mode for tests)."""
@@ -164,7 +168,7 @@ class Scheduler:
         try:
             claimed = await self._cycle()
         except Exception:
-            log.exception("scheduler cycle failed; retrying shortly")
+            self.log.exception("scheduler cycle failed; retrying shortly")
             return 1.0
         if claimed >= self.settings.claim_batch_size:
             return 0.0  # there is probably more due right now
@@ -209,7 +213,7 @@ class Scheduler:
         rescued = await self.store.reap(now, self.policy, self.rng)
         for op_id, decision in rescued:
             metrics.LEASE_EXPIRIES.inc()
-            log.warning(
+            self.log.warning(
                 "lease expired; operation rescued",
                 operation_id=op_id,
                 status=decision.status.value,
@@ -222,7 +226,7 @@ class Scheduler:
         op = claimed.op
         if op.attempts == 1:
             metrics.LATENESS.observe(max(0.0, (now - op.scheduled_at).total_seconds()))
-        device = device_view(claimed.device, self.box) if claimed.device is not None else None
+        device = self._view(claimed.device) if claimed.device is not None else None
         context = OperationContext(
             operation_id=op.id,
             operation_type=OperationType(op.operation_type),
@@ -238,32 +242,44 @@ class Scheduler:
         self._running[op.id] = running
         running.task = asyncio.create_task(self._execute(running), name=f"op-{op.id}")
 
+    def _view(self, record: DeviceRecord) -> DeviceView:
+        """The helper's view of a device (secrets decrypted), cached per device version."""
+        key = (record.tenant_id, record.id)
+        cached = self._views.get(key)
+        if cached is not None and cached[0] == record.updated_at:
+            return cached[1]
+        if len(self._views) > 200_000:
+            self._views.clear()
+        view = device_view(record, self.box)
+        self._views[key] = (record.updated_at, view)
+        return view
+
     async def _execute(self, running: _Running) -> None:
         op = running.claimed.op
         structlog.contextvars.bind_contextvars(operation_id=op.id, attempt=op.attempts)
         try:
             outcome = await self._attempt(running)
             if running.lease_lost:
-                log.warning("lease lost while running; result not written", operation_id=op.id)
+                self.log.warning("lease lost while running; result not written", operation_id=op.id)
                 metrics.REFUSED_RESULTS.inc()
                 return
             accepted = await self.recorder.submit(outcome)
             status = outcome.decision.status
             if not accepted:
                 metrics.REFUSED_RESULTS.inc()
-                log.warning("late result refused: the lease was lost", operation_id=op.id)
+                self.log.warning("late result refused: the lease was lost", operation_id=op.id)
             else:
                 metrics.ATTEMPTS.labels(op.operation_type, status.value).inc()
                 if status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
                     metrics.FINISHED.labels(status.value, op.operation_type).inc()
-                log.info(
+                self.log.info(
                     "attempt finished",
                     operation_id=op.id,
                     status=status.value,
                     error_code=outcome.decision.error_code,
                 )
         except asyncio.CancelledError:
-            log.info("attempt interrupted", operation_id=op.id)
+            self.log.info("attempt interrupted", operation_id=op.id)
         finally:
             self._running.pop(op.id, None)
             structlog.contextvars.unbind_contextvars("operation_id", "attempt")
@@ -301,7 +317,7 @@ class Scheduler:
                 f"the {claimed.device.protocol} helper cannot perform {op.operation_type}",
                 False,
             )
-        log.info("attempt started", operation_id=op.id, device_id=op.device_id)
+        self.log.debug("attempt started", operation_id=op.id, device_id=op.device_id)
         try:
             async with asyncio.timeout(ctx.timeout_s):
                 result = await helper.execute(ctx)
@@ -314,7 +330,7 @@ class Scheduler:
         except OSError as exc:
             return failure("io_error", f"{type(exc).__name__}: {exc}", True)
         except Exception as exc:
-            log.exception("helper raised an unexpected error", operation_id=op.id)
+            self.log.exception("helper raised an unexpected error", operation_id=op.id)
             return failure("helper_error", f"{type(exc).__name__}: {exc}", False)
         if not isinstance(result, dict):
             return failure("helper_error", "the helper returned no result object", False)
@@ -345,7 +361,7 @@ class Scheduler:
             try:
                 await self.heartbeat()
             except Exception:
-                log.exception("heartbeat failed")
+                self.log.exception("heartbeat failed")
 
     async def heartbeat(self) -> None:
         """Renew leases; stop operations whose lease was lost; pass on cancellations."""
@@ -355,7 +371,7 @@ class Scheduler:
             running = self._running.get(op_id)
             if running is not None and running.task is not None:
                 running.lease_lost = True
-                log.warning("lease lost; stopping the local attempt", operation_id=op_id)
+                self.log.warning("lease lost; stopping the local attempt", operation_id=op_id)
                 running.task.cancel()
         for op_id in cancel:
             self.request_cancel(op_id)
@@ -366,7 +382,7 @@ class Scheduler:
         self._claiming = False
         tasks = [r.task for r in self._running.values() if r.task is not None]
         if tasks:
-            log.info("draining", running=len(tasks), grace_s=grace)
+            self.log.info("draining", running=len(tasks), grace_s=grace)
             await asyncio.wait(tasks, timeout=grace)
         left = {i: r.claimed.op.lease_version for i, r in self._running.items()}
         if left:
@@ -375,7 +391,7 @@ class Scheduler:
                 if r.task is not None:
                     r.task.cancel()
             released = await self.store.release(self.clock(), left)
-            log.info("leases released", count=released)
+            self.log.info("leases released", count=released)
             await asyncio.gather(
                 *(r.task for r in self._running.values() if r.task is not None),
                 return_exceptions=True,

@@ -59,7 +59,11 @@ def parse_timestamp(value: object) -> datetime:
         raise ValueError("must be an ISO 8601 timestamp such as 2024-01-16T02:00:00Z") from None
     if parsed.tzinfo is None:
         raise ValueError("must carry a time zone (Z or an offset such as +02:00)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+02:00 is before year 1 in UTC.
+        raise ValueError("is out of range once converted to UTC") from None
 
 
 #: A timestamp that must carry a zone; converted to UTC.

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, exists, func, insert, literal, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -25,7 +25,7 @@ from headless_ops.domain.windows import MaintenanceWindow
 from headless_ops.store.db import Database
 from headless_ops.store.devices import _record as device_record
 from headless_ops.store.operations import to_record
-from headless_ops.store.records import DeviceRecord, OperationRecord
+from headless_ops.store.records import DeviceRecord
 from headless_ops.store.schema import devices, maintenance_windows, operation_events, operations
 
 __all__ = ["WAKE_CHANNEL", "Claimed", "Limits", "Outcome", "SchedulerStore", "window_from_row"]
@@ -40,10 +40,30 @@ o = operations.c
 
 
 @dataclass(frozen=True, slots=True)
+class LeasedOperation:
+    """What a worker needs of an operation it holds a lease on."""
+
+    id: str
+    tenant_id: str
+    device_id: str
+    operation_type: str
+    parameters: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    lease_version: int
+    scheduled_at: datetime
+    expires_at: datetime | None
+    cancel_requested: bool
+
+
+_LEASED_COLUMNS = [getattr(operations.c, f.name) for f in fields(LeasedOperation)]
+
+
+@dataclass(frozen=True, slots=True)
 class Claimed:
     """An operation this worker now holds a lease on, with its device (None if deleted)."""
 
-    op: OperationRecord
+    op: LeasedOperation
     device: DeviceRecord | None
 
 
@@ -113,6 +133,9 @@ class SchedulerStore:
         self.db = db
         self.worker_id = worker_id
         self.pg = db.dialect == "postgresql"
+        # Devices change rarely and are read for every claim: keep them, keyed by
+        # (tenant, id), and trust an entry while its updated_at matches the row's.
+        self._devices_seen: dict[tuple[str, str], DeviceRecord] = {}
 
     async def _serialise_claims(self, conn: AsyncConnection) -> None:
         if self.pg:
@@ -142,7 +165,7 @@ class SchedulerStore:
         """
         async with self.db.write() as conn:
             await self._serialise_claims(conn)
-            rows = await self._candidates(conn, now, limit * 2)
+            rows = await self._candidates(conn, now, limit + limit // 4 + 1, labels=limits.any)
             if not rows:
                 return [], False
             windows = await self._windows(conn, rows)
@@ -204,7 +227,9 @@ class SchedulerStore:
             await self._fail_waiting(conn, now, failed)
             return claimed, rate_limited
 
-    async def _candidates(self, conn: AsyncConnection, now: datetime, want: int) -> list[Any]:
+    async def _candidates(
+        self, conn: AsyncConnection, now: datetime, want: int, *, labels: bool
+    ) -> list[Any]:
         running = aliased(operations)
         busy = exists().where(
             running.c.tenant_id == o.tenant_id,
@@ -216,10 +241,18 @@ class SchedulerStore:
             if len(rows) >= want:
                 break
             query = (
+                # Only what choosing needs: the full rows are read once leased.
                 select(
-                    operations,
+                    o.id,
+                    o.tenant_id,
+                    o.device_id,
+                    o.operation_type,
+                    o.maintenance_window,
+                    o.expires_at,
+                    o.attempts,
                     devices.c.maintenance_window.label("d_maintenance_window"),
-                    devices.c.labels.label("d_labels"),
+                    (devices.c.labels if labels else literal(None)).label("d_labels"),
+                    devices.c.updated_at.label("d_updated_at"),
                 )
                 .select_from(
                     operations.outerjoin(
@@ -231,6 +264,8 @@ class SchedulerStore:
                     o.status.in_(_WAITING),
                     o.priority == priority,
                     o.run_after <= now,
+                    # Past expires_at it must never start, even before housekeeping fails it.
+                    o.expires_at.is_(None) | (o.expires_at > now),
                     ~busy,
                 )
                 .order_by(o.run_after)
@@ -279,9 +314,9 @@ class SchedulerStore:
                 updated_at=now,
                 wait_reason=None,
             )
-            .returning(operations)
+            .returning(*_LEASED_COLUMNS)
         )
-        leased = {r.id: to_record(r) for r in result.all()}
+        leased = {r.id: LeasedOperation(*r) for r in result.all()}
         device_rows = await self._devices(conn, [r for r in chosen if r.id in leased])
         await insert_events(
             conn,
@@ -299,15 +334,31 @@ class SchedulerStore:
     async def _devices(
         self, conn: AsyncConnection, rows: list[Any]
     ) -> dict[tuple[str, str], DeviceRecord]:
-        keys = sorted({(r.tenant_id, r.device_id) for r in rows})
+        out: dict[tuple[str, str], DeviceRecord] = {}
+        missing = set()
+        for r in rows:
+            key = (r.tenant_id, r.device_id)
+            known = self._devices_seen.get(key)
+            if known is not None and known.updated_at == r.d_updated_at:
+                out[key] = known
+            elif r.d_updated_at is not None:
+                missing.add(key)
+        keys = sorted(missing)
         if not keys:
-            return {}
-        found = (
-            await conn.execute(
-                select(devices).where(tuple_(devices.c.tenant_id, devices.c.id).in_(keys))
+            return out
+        if len({t for t, _ in keys}) == 1:
+            # One tenant (the usual case): a plain IN on the primary key's second column.
+            query = select(devices).where(
+                devices.c.tenant_id == keys[0][0], devices.c.id.in_([d for _, d in keys])
             )
-        ).all()
-        return {(d.tenant_id, d.id): device_record(d) for d in found}
+        else:
+            query = select(devices).where(tuple_(devices.c.tenant_id, devices.c.id).in_(keys))
+        if len(self._devices_seen) > 200_000:
+            self._devices_seen.clear()
+        for d in (await conn.execute(query)).all():
+            record = device_record(d)
+            out[(d.tenant_id, d.id)] = self._devices_seen[(d.tenant_id, d.id)] = record
+        return out
 
     async def _defer(
         self, conn: AsyncConnection, now: datetime, deferred: list[dict[str, Any]]
@@ -798,12 +849,13 @@ class _LimitCounter:
             return "rate"
         if lim.max_running and self.total >= lim.max_running:
             return "limit"
+        # A limit of 0 is no limit (config.py), in the maps as in the scalars.
         cap = lim.per_type.get(operation_type)
-        if cap is not None and self.by_type.get(operation_type, 0) >= cap:
+        if cap and self.by_type.get(operation_type, 0) >= cap:
             return "limit"
         for key, cap in lim.per_label.items():
             value = labels.get(key)
-            if value is not None and self.by_label.get((key, value), 0) >= cap:
+            if cap and value is not None and self.by_label.get((key, value), 0) >= cap:
                 return "limit"
         self.total += 1
         self.starts += 1
