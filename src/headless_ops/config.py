@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from headless_ops.domain.retry import RetryPolicy
 
 __all__ = ["Settings"]
 
@@ -105,6 +108,15 @@ class Settings(BaseSettings):
         if url.startswith("sqlite:///"):
             return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
         return url
+
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy these settings describe."""
+        return RetryPolicy(
+            base=timedelta(seconds=self.retry_base_s),
+            factor=self.retry_factor,
+            cap=timedelta(seconds=self.retry_cap_s),
+            jitter=self.retry_jitter,
+        )
 
     def operation_timeout(self, operation_type: str) -> float:
         """Seconds one attempt of ``operation_type`` may take."""

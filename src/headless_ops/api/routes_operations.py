@@ -249,7 +249,11 @@ def _build(by_name: bool) -> APIRouter:
                 timeout=runtime.settings.status_refresh_timeout_s,
                 concurrency=runtime.settings.status_refresh_concurrency,
             )
-            # Reconcile: show what the operations look like after the refresh.
+            # Reconcile in-flight operations: a running one whose worker stopped renewing its
+            # lease is rescued now rather than at the next reaper pass, then the page is
+            # read again so it shows the state after the refresh.
+            if any(v.op.status == "running" for v in page):
+                await runtime.operations.rescue_expired_leases()
             count, page = await runtime.operations.list(tenant, flt, limit, offset)
         nxt, prev = page_links(request, count, limit, offset)
         return JSONResponse(

@@ -23,7 +23,7 @@ from headless_ops.config import Settings
 from headless_ops.crypto import SecretBox
 from headless_ops.domain.lifecycle import Status
 from headless_ops.domain.operations import OperationType
-from headless_ops.domain.retry import Decision, RetryPolicy, decide_failure
+from headless_ops.domain.retry import Decision, decide_failure
 from headless_ops.helpers.base import DeviceView, HelperError, OperationContext
 from headless_ops.helpers.registry import HelperRegistry
 from headless_ops.ids import new_id
@@ -72,12 +72,7 @@ class Scheduler:
         s = self.settings
         self.worker_id = self.worker_id or s.worker_id or default_worker_id()
         self.store = SchedulerStore(self.db, self.worker_id)
-        self.policy = RetryPolicy(
-            base=timedelta(seconds=s.retry_base_s),
-            factor=s.retry_factor,
-            cap=timedelta(seconds=s.retry_cap_s),
-            jitter=s.retry_jitter,
-        )
+        self.policy = s.retry_policy()
         self.limits = Limits(
             max_running=s.max_running,
             per_type=dict(s.max_running_per_type),

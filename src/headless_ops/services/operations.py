@@ -261,6 +261,16 @@ class OperationService:
         device = await device_store.get_device(conn, tenant_id, op.device_id)
         return OperationView(op, device.name if device else None)
 
+    async def rescue_expired_leases(self) -> int:
+        """Run the reaper once (operations whose worker stopped renewing its lease)."""
+        from headless_ops.store.scheduling import SchedulerStore
+
+        store = SchedulerStore(self.db, "api")
+        rescued = await store.reap(self.clock(), self.settings.retry_policy())
+        if rescued:
+            self._changed()
+        return len(rescued)
+
     async def purge_idempotency_keys(self) -> int:
         """Forget keys older than the configured retention; returns how many."""
         cutoff = self.clock() - timedelta(hours=self.settings.idempotency_ttl_hours)
