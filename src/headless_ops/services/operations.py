@@ -187,7 +187,6 @@ class OperationService:
             }
             await op_store.insert_operation(conn, values)
             await self._notify_workers(conn)
-            await self._notify_workers(conn)
             if idempotency_key is not None:
                 await conn.execute(
                     insert(idempotency_keys).values(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -21,6 +22,9 @@ from headless_ops.timeutil import utcnow
 __all__ = ["refresh_devices"]
 
 log = structlog.get_logger(__name__)
+
+#: Refreshes cancelled at the deadline that have not finished unwinding yet.
+_lingering: set[asyncio.Future[Any]] = set()
 
 
 async def refresh_devices(
@@ -73,8 +77,11 @@ async def refresh_devices(
             record,
             StatusReport(DeviceStatus.OFFLINE, detail=f"no answer within {timeout:g}s"),
         )
-    if pending:
-        await asyncio.gather(*pending, return_exceptions=True)
+    for task in pending:
+        # A cancelled refresh may still be cleaning up (closing a connection to a dead host
+        # …): the time bound does not wait for that. Keep it referenced until it ends.
+        _lingering.add(task)
+        task.add_done_callback(_lingering.discard)
     now = clock()
     async with db.write() as conn:
         for record, report in reports.values():
