@@ -67,10 +67,19 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=False,
     )
+    # JSON has no traceback of its own (the console renderer formats exc_info): render it
+    # as "exception" text, and redact that text too.
+    tracebacks: list[Any] = (
+        [structlog.processors.format_exc_info, _redactor] if fmt == "json" else []
+    )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *tracebacks,
+                renderer,
+            ],
             # ExtraAdder first: ``extra={...}`` fields of stdlib records must pass the redactor.
             foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared[1:]],
         )

@@ -10,6 +10,7 @@ repeated hour of fall-back once).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,7 +24,12 @@ HORIZON = timedelta(days=400)
 
 
 class WindowError(ValueError):
-    """The window definition is invalid."""
+    """The window definition is invalid; ``fields`` names the definition's fields at fault
+    (``timezone``, ``cron``, ``duration``, ``ranges``)."""
+
+    def __init__(self, message: str, *fields: str) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 @dataclass(frozen=True)
@@ -40,26 +46,32 @@ class MaintenanceWindow:
         try:
             zone = ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise WindowError(f"unknown time zone {self.timezone!r}") from None
+            raise WindowError(f"unknown time zone {self.timezone!r}", "timezone") from None
         object.__setattr__(self, "_zone", zone)
         if self.cron is not None:
             if self.ranges:
-                raise WindowError("a window is either recurring (cron) or a list of ranges")
+                raise WindowError(
+                    "a window is either recurring (cron) or a list of ranges", "cron", "ranges"
+                )
             if self.duration is None or self.duration <= timedelta(0):
-                raise WindowError("a recurring window needs a positive duration")
+                raise WindowError("a recurring window needs a positive duration", "duration")
             if len(self.cron.split()) != 5:
-                raise WindowError("cron must have five fields: minute hour day month weekday")
+                raise WindowError(
+                    "cron must have five fields: minute hour day month weekday", "cron"
+                )
             try:
                 CronSim(self.cron, datetime(2000, 1, 1, tzinfo=zone))
             except CronSimError as exc:
-                raise WindowError(f"invalid cron expression: {exc}") from None
+                raise WindowError(f"invalid cron expression: {exc}", "cron") from None
         elif not self.ranges:
-            raise WindowError("a window needs a cron expression or at least one range")
+            raise WindowError(
+                "a window needs a cron expression or at least one range", "cron", "ranges"
+            )
         for start, end in self.ranges:
             if start.tzinfo is None or end.tzinfo is None:
-                raise WindowError("range bounds must carry a time zone")
+                raise WindowError("range bounds must carry a time zone", "ranges")
             if end <= start:
-                raise WindowError("a range must end after it starts")
+                raise WindowError("a range must end after it starts", "ranges")
 
     @property
     def zone(self) -> ZoneInfo:
@@ -67,9 +79,16 @@ class MaintenanceWindow:
         zone: ZoneInfo = object.__getattribute__(self, "_zone")
         return zone
 
-    def _starts_from(self, moment: datetime) -> CronSim:
+    def _starts_from(self, moment: datetime) -> Iterator[datetime]:
+        """Openings strictly after ``moment``, in UTC."""
         assert self.cron is not None
-        return CronSim(self.cron, moment.astimezone(self.zone))
+        moment = moment.astimezone(UTC)
+        for start in CronSim(self.cron, moment.astimezone(self.zone)):
+            start_utc = start.astimezone(UTC)
+            # In the repeated hour of a fall-back, cronsim counts from the wall clock and
+            # yields that day's first occurrence again, which is already past.
+            if start_utc > moment:
+                yield start_utc
 
     def open_interval(
         self, now: datetime, until: datetime | None = None
@@ -136,12 +155,23 @@ class MaintenanceWindow:
                 if start_utc > now and end_utc - start_utc >= margin:
                     return start_utc
             return None
-        for start in self._starts_from(now):
-            start_utc = start.astimezone(UTC)
+        # One pass over the openings, merging those that overlap or touch: the first
+        # opening whose merged period lasts ``margin`` is the answer (rather than asking
+        # can_start of each opening, which re-derives its period every time). The period
+        # open now is already too short; openings before its end only extend it.
+        assert self.duration is not None
+        current = self.open_interval(now, until=now + margin)
+        begin: datetime | None = None
+        period_end = current[1] if current is not None else None
+        for start_utc in self._starts_from(now):
             if start_utc - now > HORIZON:
                 return None
-            if self.can_start(start_utc, margin):
-                return start_utc
+            if period_end is not None and start_utc <= period_end:
+                period_end = max(period_end, start_utc + self.duration)
+            else:
+                begin, period_end = start_utc, start_utc + self.duration
+            if begin is not None and period_end - begin >= margin:
+                return begin
         return None  # pragma: no cover - CronSim iterates forever
 
 

@@ -119,6 +119,9 @@ class Scheduler:
         self.log.info("scheduler started")
         try:
             while not stop.is_set():
+                # Cleared before looking, not before sleeping: a wake-up that arrives while
+                # this pass reads the queue must not be lost (it would wait for the poll).
+                self._wake.clear()
                 delay = await self._cycle_safely()
                 if delay > 0:
                     await self._sleep(delay, stop)
@@ -151,7 +154,6 @@ class Scheduler:
             await self.recorder.stop()
 
     async def _sleep(self, delay: float, stop: asyncio.Event) -> None:
-        self._wake.clear()
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)

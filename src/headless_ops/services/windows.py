@@ -67,8 +67,10 @@ def _domain(name: str, body: NewWindow | WindowUpdate) -> MaintenanceWindow:
             ranges=tuple((r.start, r.end) for r in body.ranges),
         )
     except WindowError as exc:
+        # The API's names for the definition's fields (400s name each bad field).
+        names = [{"duration": "duration_minutes"}.get(f, f) for f in exc.fields] or [""]
         raise InvalidInput(
-            f"invalid maintenance window: {exc}", [FieldError("", str(exc))]
+            f"invalid maintenance window: {exc}", [FieldError(n, str(exc)) for n in names]
         ) from None
 
 
@@ -110,7 +112,7 @@ class WindowService:
             "cron": row.cron,
             "duration_minutes": row.duration_s // 60 if row.duration_s else None,
             "ranges": [{"start": a, "end": b} for a, b in row.ranges or []],
-            "open_now": window.open_interval(now) is not None,
+            "open_now": window.can_start(now),
             "next_start": iso(window.next_start(now, self.margin)),
             "created_at": iso(row.created_at),
             "updated_at": iso(row.updated_at),

@@ -15,7 +15,18 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -37,6 +48,8 @@ _CLAIM_LOCK = 0x68_6F_70_73  # "hops": the advisory lock that serialises claims
 _WAITING = [Status.SCHEDULED.value, Status.PENDING.value]
 _RUNNING = Status.RUNNING.value
 o = operations.c
+#: ``status IN (waiting)`` spelled without an expanding IN, which executemany() refuses.
+_IS_WAITING = or_(*(o.status == s for s in _WAITING))
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +178,8 @@ class SchedulerStore:
         """
         async with self.db.write() as conn:
             await self._serialise_claims(conn)
-            rows = await self._candidates(conn, now, limit + limit // 4 + 1, labels=limits.any)
+            want = limit + limit // 4 + 1
+            rows = await self._candidates(conn, now, want, labels=limits.any)
             if not rows:
                 return [], False
             windows = await self._windows(conn, rows)
@@ -176,12 +190,12 @@ class SchedulerStore:
             held: list[str] = []
             failed: list[tuple[str, int, str, str]] = []
             rate_limited = False
-            for row in rows:
-                if len(chosen) >= limit:
-                    break
+
+            def consider(row: Any) -> None:
+                nonlocal rate_limited
                 key = (row.tenant_id, row.device_id)
                 if key in seen_devices:
-                    continue
+                    return
                 name = row.maintenance_window or row.d_maintenance_window
                 if name:
                     window = windows.get((row.tenant_id, name))
@@ -194,7 +208,7 @@ class SchedulerStore:
                                 f"maintenance window {name!r} does not exist",
                             )
                         )
-                        continue
+                        return
                     if not window.can_start(now, window_margin):
                         nxt = window.next_start(now, window_margin)
                         if nxt is None or (row.expires_at is not None and nxt >= row.expires_at):
@@ -212,15 +226,33 @@ class SchedulerStore:
                             deferred.append(
                                 {"b_id": row.id, "b_run_after": nxt, "b_attempts": row.attempts}
                             )
-                        continue
+                        return
                 if counter is not None:
                     verdict = counter.admit(row.operation_type, row.d_labels or {})
                     if verdict is not None:
                         rate_limited = rate_limited or verdict == "rate"
                         held.append(row.id)
-                        continue
+                        return
                 seen_devices.add(key)
                 chosen.append(row)
+
+            for row in rows:
+                if len(chosen) >= limit:
+                    break
+                consider(row)
+            if counter is not None and held and len(chosen) < limit and len(rows) >= want:
+                # Operations a per-type or per-label limit holds back filled the page: look
+                # past them, or a long queue of one limited type would block every other.
+                blocked = counter.saturated()
+                if blocked is not None:
+                    more = await self._candidates(
+                        conn, now, want, labels=True, exclude=blocked, skip=[r.id for r in rows]
+                    )
+                    windows.update(await self._windows(conn, more))
+                    for row in more:
+                        if len(chosen) >= limit:
+                            break
+                        consider(row)
             claimed = await self._lease(conn, now, chosen, lease_ttl)
             await self._defer(conn, now, deferred)
             await self._hold(conn, now, held, "limit")
@@ -228,14 +260,33 @@ class SchedulerStore:
             return claimed, rate_limited
 
     async def _candidates(
-        self, conn: AsyncConnection, now: datetime, want: int, *, labels: bool
+        self,
+        conn: AsyncConnection,
+        now: datetime,
+        want: int,
+        *,
+        labels: bool,
+        exclude: tuple[list[str], dict[str, list[str]]] | None = None,
+        skip: list[str] | None = None,
     ) -> list[Any]:
+        """Due operations in claim order; without the types and label values of
+        ``exclude`` (limits already reached) and the ids in ``skip``."""
         running = aliased(operations)
         busy = exists().where(
             running.c.tenant_id == o.tenant_id,
             running.c.device_id == o.device_id,
             running.c.status == _RUNNING,
         )
+        extra: list[Any] = []
+        if exclude is not None:
+            types, label_values = exclude
+            if types:
+                extra.append(o.operation_type.not_in(types))
+            for key, values in label_values.items():
+                value = devices.c.labels[key].as_string()
+                extra.append(value.is_(None) | value.not_in(values))
+        if skip:
+            extra.append(o.id.not_in(skip))
         rows: list[Any] = []
         for priority in (3, 2, 1, 0):
             if len(rows) >= want:
@@ -267,6 +318,7 @@ class SchedulerStore:
                     # Past expires_at it must never start, even before housekeeping fails it.
                     o.expires_at.is_(None) | (o.expires_at > now),
                     ~busy,
+                    *extra,
                 )
                 .order_by(o.run_after)
                 .limit(want - len(rows))
@@ -368,7 +420,7 @@ class SchedulerStore:
             return
         await conn.execute(
             update(operations)
-            .where(o.id == bindparam("b_id"), o.status.in_(_WAITING))
+            .where(o.id == bindparam("b_id"), _IS_WAITING)
             .values(
                 status=Status.PENDING.value,
                 run_after=bindparam("b_run_after"),
@@ -422,7 +474,7 @@ class SchedulerStore:
             return
         await conn.execute(
             update(operations)
-            .where(o.id == bindparam("b_id"), o.status.in_(_WAITING))
+            .where(o.id == bindparam("b_id"), _IS_WAITING)
             .values(
                 status=Status.FAILED.value,
                 error=bindparam("b_error"),
@@ -841,6 +893,22 @@ class _LimitCounter:
                 ).scalar_one()
             )
         return cls(limits, len(rows), by_type, by_label, starts)
+
+    def saturated(self) -> tuple[list[str], dict[str, list[str]]] | None:
+        """Operation types and label values at their limit; None when nothing more can
+        start at all (the total or the rate limit is reached)."""
+        lim = self.limits
+        if lim.starts_per_minute and self.starts >= lim.starts_per_minute:
+            return None
+        if lim.max_running and self.total >= lim.max_running:
+            return None
+        types = [t for t, cap in lim.per_type.items() if cap and self.by_type.get(t, 0) >= cap]
+        label_values: dict[str, list[str]] = {}
+        for (key, value), count in self.by_label.items():
+            cap = lim.per_label.get(key)
+            if cap and count >= cap:
+                label_values.setdefault(key, []).append(value)
+        return types, label_values
 
     def admit(self, operation_type: str, labels: dict[str, str]) -> str | None:
         """None if it may start (and count it); else which limit holds it ("rate" or "limit")."""
