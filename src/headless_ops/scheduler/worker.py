@@ -179,7 +179,12 @@ class Scheduler:
         nxt = await self.store.next_wake(now)
         if nxt is None:
             return poll
-        return max(0.0, min(poll, (nxt - now).total_seconds()))
+        if nxt <= now:
+            # An expired lease or expires_at: housekeeping acts on those, so run it on the next
+            # pass instead of spinning until its regular turn.
+            self._last_housekeeping = None
+            return min(poll, 0.05)
+        return min(poll, (nxt - now).total_seconds())
 
     _rate_limited: bool = False
 

@@ -472,6 +472,18 @@ class SchedulerStore:
     ) -> None:
         if not failed:
             return
+        # Only those still waiting (one may have been cancelled meanwhile): no false history.
+        still = {
+            r.id
+            for r in (
+                await conn.execute(
+                    select(o.id).where(o.id.in_([f[0] for f in failed]), _IS_WAITING)
+                )
+            ).all()
+        }
+        failed = [f for f in failed if f[0] in still]
+        if not failed:
+            return
         await conn.execute(
             update(operations)
             .where(o.id == bindparam("b_id"), _IS_WAITING)
@@ -766,6 +778,19 @@ class SchedulerStore:
         if not held:
             return 0
         async with self.db.write() as conn:
+            # Only leases still ours are released (and get a history line with their attempt).
+            current = (
+                await conn.execute(
+                    select(o.id, o.attempts, o.lease_version, o.status).where(
+                        o.id.in_(list(held))
+                    )
+                )
+            ).all()
+            ours = {
+                r.id: r.attempts
+                for r in current
+                if r.status == _RUNNING and r.lease_version == held[r.id]
+            }
             result = await conn.execute(
                 update(operations)
                 .where(
@@ -790,11 +815,11 @@ class SchedulerStore:
                         i,
                         now,
                         "released",
-                        0,
-                        message="worker shutting down; lease released",
+                        attempt,
+                        message="worker shutting down; lease released, attempt not counted",
                         worker=self.worker_id,
                     )
-                    for i in held
+                    for i, attempt in ours.items()
                 ],
             )
             await self._notify(conn)
