@@ -70,6 +70,11 @@ class MaintenanceWindow:
         for start, end in self.ranges:
             if start.tzinfo is None or end.tzinfo is None:
                 raise WindowError("range bounds must carry a time zone", "ranges")
+        # Kept in UTC: two bounds in one zone compare by wall clock, ignoring ``fold``, so
+        # 01:30 (second time) would sort before 01:45 (first time) on a fall-back night.
+        utc = tuple((start.astimezone(UTC), end.astimezone(UTC)) for start, end in self.ranges)
+        object.__setattr__(self, "ranges", utc)
+        for start, end in utc:
             if end <= start:
                 raise WindowError("a range must end after it starts", "ranges")
 
