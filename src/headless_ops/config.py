@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -83,9 +84,9 @@ class Settings(BaseSettings):
     window_margin_s: float = Field(default=300.0, ge=0)
     #: Limits (0 or absent: none). Waiting for a limit is ``pending``, never a failure.
     max_running: int = Field(default=0, ge=0)
-    max_running_per_type: dict[str, int] = Field(default_factory=dict)
+    max_running_per_type: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     #: Per label key: at most N running for each distinct value (e.g. {"site": 10}).
-    max_running_per_label: dict[str, int] = Field(default_factory=dict)
+    max_running_per_label: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict)
     max_starts_per_minute: int = Field(default=0, ge=0)
     #: On SIGTERM: how long running operations may finish before their leases are released.
     shutdown_grace_s: float = Field(default=30.0, ge=0)

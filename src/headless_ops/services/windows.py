@@ -74,6 +74,22 @@ def _domain(name: str, body: NewWindow | WindowUpdate) -> MaintenanceWindow:
         ) from None
 
 
+def _check_margin(window: MaintenanceWindow, margin: timedelta) -> None:
+    # A recurring window shorter than the start margin would never let anything start.
+    if window.duration is not None and window.duration <= margin:
+        minutes = margin.total_seconds() / 60
+        raise InvalidInput(
+            "invalid maintenance window",
+            [
+                FieldError(
+                    "duration_minutes",
+                    f"must be longer than the start margin ({minutes:g} minutes): "
+                    "no operation starts with less than the margin left",
+                )
+            ],
+        )
+
+
 def _values(window: MaintenanceWindow) -> dict[str, Any]:
     return {
         "timezone": window.timezone,
@@ -121,6 +137,7 @@ class WindowService:
     async def create(self, tenant_id: str, body: NewWindow) -> Any:
         """Store a window; Conflict when the name is taken."""
         window = _domain(body.name, body)
+        _check_margin(window, self.margin)
         now = self.clock()
         async with self.db.write() as conn:
             if await self._row(conn, tenant_id, body.name) is not None:
@@ -165,6 +182,7 @@ class WindowService:
     async def update(self, tenant_id: str, name: str, body: WindowUpdate) -> Any:
         """Replace a window's schedule; operations waiting for it are re-evaluated at once."""
         window = _domain(name, body)
+        _check_margin(window, self.margin)
         now = self.clock()
         async with self.db.write() as conn:
             if await self._row(conn, tenant_id, name) is None:

@@ -190,6 +190,7 @@ class SchedulerStore:
             held: list[str] = []
             failed: list[tuple[str, int, str, str]] = []
             rate_limited = False
+            next_opening: dict[str, datetime | None] = {}
 
             def consider(row: Any) -> None:
                 nonlocal rate_limited
@@ -209,8 +210,12 @@ class SchedulerStore:
                             )
                         )
                         return
-                    if not window.can_start(now, window_margin):
-                        nxt = window.next_start(now, window_margin)
+                    opens = next_opening.get(window.name)
+                    if opens is None:
+                        # Once per window per pass: many operations share a window.
+                        opens = next_opening[window.name] = window.next_start(now, window_margin)
+                    if opens != now:
+                        nxt = opens
                         if nxt is None or (row.expires_at is not None and nxt >= row.expires_at):
                             failed.append(
                                 (
@@ -781,9 +786,7 @@ class SchedulerStore:
             # Only leases still ours are released (and get a history line with their attempt).
             current = (
                 await conn.execute(
-                    select(o.id, o.attempts, o.lease_version, o.status).where(
-                        o.id.in_(list(held))
-                    )
+                    select(o.id, o.attempts, o.lease_version, o.status).where(o.id.in_(list(held)))
                 )
             ).all()
             ours = {
