@@ -119,7 +119,11 @@ _CHALLENGE = {
 
 
 def _honest_openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, minus the 422 it claims for validation (this API answers 400)."""
+    """FastAPI's document made true to what the server answers.
+
+    Minus the 422 FastAPI claims for validation (this API answers 400); plus the
+    ``WWW-Authenticate`` header of every 401 and the 400 of the NUL guard.
+    """
     schema = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
@@ -133,6 +137,15 @@ def _honest_openapi(app: FastAPI) -> dict[str, Any]:
             if "401" in responses:
                 # Every 401 carries the challenge (api/errors.py), as RFC 6750 requires.
                 responses["401"].setdefault("headers", {})["WWW-Authenticate"] = _CHALLENGE
+            if operation.get("parameters") and "400" not in responses:
+                # NulInUrlMiddleware answers 400 to any path or query value holding U+0000.
+                responses["400"] = {
+                    "description": "A path or query value holds the NUL character (%00)",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+                    },
+                }
+                operation["responses"] = dict(sorted(responses.items()))
     components = schema.get("components", {}).get("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)

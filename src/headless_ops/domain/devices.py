@@ -152,7 +152,7 @@ def validate_labels(labels: object) -> dict[str, str]:
         raise InvalidInput("invalid labels", [FieldError("labels", "must be a JSON object")])
     errors = []
     for key, value in labels.items():
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             errors.append(FieldError(f"labels.{key}", "label keys are letters, digits, . _ / -"))
         elif not isinstance(value, str) or len(value) > 255:
             errors.append(FieldError(f"labels.{key}", "label values are strings of at most 255"))

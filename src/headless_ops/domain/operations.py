@@ -84,6 +84,7 @@ class Priority(StrEnum):
 _PRIORITY_RANK = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2, Priority.CRITICAL: 3}
 _RANK_PRIORITY = {v: k for k, v in _PRIORITY_RANK.items()}
 
+# Used with fullmatch(): `$` alone also matches before a trailing newline.
 _SEGMENT = r"(?:[A-Za-z_][A-Za-z0-9_-]*|[0-9]+)"
 _FULL_PATH = re.compile(rf"^{_SEGMENT}(?:\.{_SEGMENT})*$")
 _PARTIAL_PATH = re.compile(rf"^{_SEGMENT}(?:\.{_SEGMENT})*\.$")
@@ -125,7 +126,7 @@ class ConfigurationSyncParams(_Params):
     @field_validator("config_template")
     @classmethod
     def _template_name(cls, value: str) -> str:
-        if not _TEMPLATE_NAME.match(value):
+        if not _TEMPLATE_NAME.fullmatch(value):
             raise ValueError(
                 "must be a template name: letters, digits, '.', '_' or '-', at most 128"
             )
@@ -182,7 +183,7 @@ class GetParametersParams(_Params):
     @classmethod
     def _paths(cls, names: list[str]) -> list[str]:
         for name in names:
-            if not (_FULL_PATH.match(name) or _PARTIAL_PATH.match(name)):
+            if not (_FULL_PATH.fullmatch(name) or _PARTIAL_PATH.fullmatch(name)):
                 raise ValueError(f"{name!r} is not a parameter path")
         if len(set(names)) != len(names):
             raise ValueError("names must not repeat")
@@ -202,7 +203,7 @@ class ParameterValue(_Params):
     @field_validator("name")
     @classmethod
     def _path(cls, name: str) -> str:
-        if not _FULL_PATH.match(name):
+        if not _FULL_PATH.fullmatch(name):
             raise ValueError(f"{name!r} is not a full parameter path")
         return name
 
@@ -260,7 +261,7 @@ class AddObjectParams(_Params):
     @field_validator("object_name")
     @classmethod
     def _path(cls, name: str) -> str:
-        if not _PARTIAL_PATH.match(name):
+        if not _PARTIAL_PATH.fullmatch(name):
             raise ValueError("must be an object path ending with '.'")
         return name
 
@@ -273,7 +274,7 @@ class DeleteObjectParams(_Params):
     @field_validator("object_name")
     @classmethod
     def _path(cls, name: str) -> str:
-        if not _INSTANCE_PATH.match(name):
+        if not _INSTANCE_PATH.fullmatch(name):
             raise ValueError("must be an object instance path ending with '.<number>.'")
         return name
 
