@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from headless_ops.auth.scopes import Scope, parse_scopes
 from headless_ops.crypto import TokenHasher
@@ -141,6 +141,16 @@ async def revoke_token(db: Database, token_id: str) -> None:
             raise NotFound(f"no token {token_id}")
 
 
+# Built once: every request runs it.
+_TOKEN_BY_ID = select(
+    api_tokens.c.tenant_id,
+    api_tokens.c.secret_hash,
+    api_tokens.c.scopes,
+    api_tokens.c.expires_at,
+    api_tokens.c.revoked_at,
+).where(api_tokens.c.id == bindparam("token_id"))
+
+
 async def authenticate(db: Database, hasher: TokenHasher, authorization: str | None) -> Principal:
     """The principal of an ``Authorization: Bearer …`` header, or :class:`Unauthorized`."""
     if not authorization:
@@ -152,18 +162,9 @@ async def authenticate(db: Database, hasher: TokenHasher, authorization: str | N
     if match is None:
         raise Unauthorized("malformed bearer token")
     token_id, secret = match.groups()
-    async with db.read() as conn:
-        row = (
-            await conn.execute(
-                select(
-                    api_tokens.c.tenant_id,
-                    api_tokens.c.secret_hash,
-                    api_tokens.c.scopes,
-                    api_tokens.c.expires_at,
-                    api_tokens.c.revoked_at,
-                ).where(api_tokens.c.id == token_id)
-            )
-        ).first()
+    # Every request does this: a primary-key read, on the cheapest path.
+    async with db.lookup() as conn:
+        row = (await conn.execute(_TOKEN_BY_ID, {"token_id": token_id})).first()
     # The hash is computed even for an unknown id so timing does not tell ids apart.
     stored = row.secret_hash if row is not None else "0" * 64
     if not hasher.verify(secret, stored) or row is None:

@@ -160,9 +160,15 @@ class DeviceService:
         try:
             async with self.db.write() as conn:
                 if await device_store.get_device(conn, tenant_id, device_id) is not None:
-                    raise Conflict(f"device {device_id} already exists")
+                    raise Conflict(
+                        f"device {device_id} already exists",
+                        [FieldError("id", f"{device_id!r} is already taken in this tenant")],
+                    )
                 if await device_store.get_device_by_name(conn, tenant_id, new.name) is not None:
-                    raise Conflict(f"a device named {new.name!r} already exists")
+                    raise Conflict(
+                        f"a device named {new.name!r} already exists",
+                        [FieldError("name", f"{new.name!r} is already taken in this tenant")],
+                    )
                 if new.maintenance_window is not None:
                     await _check_window(conn, tenant_id, new.maintenance_window)
                 await device_store.insert_device(conn, values)
@@ -197,7 +203,14 @@ class DeviceService:
                 if change.name is not None and change.name != record.name:
                     _check_name(change.name)
                     if await device_store.get_device_by_name(conn, tenant_id, change.name):
-                        raise Conflict(f"a device named {change.name!r} already exists")
+                        raise Conflict(
+                            f"a device named {change.name!r} already exists",
+                            [
+                                FieldError(
+                                    "name", f"{change.name!r} is already taken in this tenant"
+                                )
+                            ],
+                        )
                     values["name"] = change.name
                 if change.labels is not None:
                     values["labels"] = validate_labels(change.labels)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from headless_ops.store.records import DeviceRecord
@@ -42,13 +42,17 @@ class DeviceFilter:
     label: tuple[str, str] | None = None
 
 
+# Built once: every operation created looks its device up (statement building and its cache
+# key cost more than the indexed read itself).
+_GET_DEVICE = select(devices).where(
+    devices.c.tenant_id == bindparam("tenant_id"), devices.c.id == bindparam("device_id")
+)
+
+
 async def get_device(conn: AsyncConnection, tenant_id: str, device_id: str) -> DeviceRecord | None:
     """One device of ``tenant_id`` by id."""
-    row = (
-        await conn.execute(
-            select(devices).where(devices.c.tenant_id == tenant_id, devices.c.id == device_id)
-        )
-    ).first()
+    params = {"tenant_id": tenant_id, "device_id": device_id}
+    row = (await conn.execute(_GET_DEVICE, params)).first()
     return None if row is None else _record(row)
 
 

@@ -64,9 +64,13 @@ class OperationFilter:
         return query
 
 
+_INSERT = insert(operations)
+
+
 async def insert_operation(conn: AsyncConnection, values: dict[str, Any]) -> None:
     """Insert one operation row (``values`` holds every column)."""
-    await conn.execute(insert(operations).values(**values))
+    # One statement object with bound parameters: compiled once, not rebuilt per request.
+    await conn.execute(_INSERT, values)
 
 
 async def get_operation(
