@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 
 from headless_ops.api.deps import RuntimeDep
-from headless_ops.domain.lifecycle import ACTIVE
 from headless_ops.scheduler import metrics
-from headless_ops.store.scheduling import SchedulerStore
+from headless_ops.store.scheduling import SchedulerStore, status_is_running, status_is_waiting
 from headless_ops.store.schema import operations
 from headless_ops.timeutil import utcnow
 
@@ -32,13 +33,16 @@ async def prometheus_metrics(runtime: RuntimeDep) -> Response:
     # Only unfinished operations are counted here (index-backed and bounded by the queue);
     # finished ones are the *_finished_total counters.
     async with runtime.db.read() as conn:
-        rows = (
-            await conn.execute(
-                select(o.status, o.operation_type, func.count())
-                .where(o.status.in_([s.value for s in ACTIVE]))
-                .group_by(o.status, o.operation_type)
-            )
-        ).all()
+        rows: list[Any] = []
+        # One query per partial index (waiting, running): bounded by the queue, not the table.
+        for condition in (status_is_waiting(), status_is_running()):
+            rows += (
+                await conn.execute(
+                    select(o.status, o.operation_type, func.count())
+                    .where(condition)
+                    .group_by(o.status, o.operation_type)
+                )
+            ).all()
     metrics.OPERATIONS.clear()
     for status, op_type, count in rows:
         metrics.OPERATIONS.labels(status, op_type).set(count)

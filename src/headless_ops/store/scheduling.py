@@ -22,7 +22,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    or_,
+    literal_column,
     select,
     tuple_,
     update,
@@ -48,8 +48,30 @@ _CLAIM_LOCK = 0x68_6F_70_73  # "hops": the advisory lock that serialises claims
 _WAITING = [Status.SCHEDULED.value, Status.PENDING.value]
 _RUNNING = Status.RUNNING.value
 o = operations.c
-#: ``status IN (waiting)`` spelled without an expanding IN, which executemany() refuses.
-_IS_WAITING = or_(*(o.status == s for s in _WAITING))
+
+
+def _status_literal(status: Status) -> Any:
+    # Inline, not a bound parameter: SQLite only uses a partial index (WHERE status IN …)
+    # when the query's own condition is visible when the statement is prepared, and
+    # PostgreSQL's generic plans likewise. These are our constants, never client input.
+    return literal_column(f"'{status.value}'")
+
+
+#: The status conditions of the partial indexes, spelled so the planners can use them
+#: (and without an expanding IN, which executemany() refuses).
+_IS_WAITING = o.status.in_([_status_literal(Status.SCHEDULED), _status_literal(Status.PENDING)])
+_IS_RUNNING = o.status == _status_literal(Status.RUNNING)
+_IS_SCHEDULED = o.status == _status_literal(Status.SCHEDULED)
+
+
+def status_is_waiting() -> Any:
+    """``status IN ('scheduled', 'pending')``, as the partial indexes spell it."""
+    return _IS_WAITING
+
+
+def status_is_running() -> Any:
+    """``status = 'running'``, as the partial indexes spell it."""
+    return _IS_RUNNING
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +302,7 @@ class SchedulerStore:
         busy = exists().where(
             running.c.tenant_id == o.tenant_id,
             running.c.device_id == o.device_id,
-            running.c.status == _RUNNING,
+            running.c.status == _status_literal(Status.RUNNING),
         )
         extra: list[Any] = []
         if exclude is not None:
@@ -317,7 +339,7 @@ class SchedulerStore:
                     )
                 )
                 .where(
-                    o.status.in_(_WAITING),
+                    _IS_WAITING,
                     o.priority == priority,
                     o.run_after <= now,
                     # Past expires_at it must never start, even before housekeeping fails it.
@@ -359,7 +381,7 @@ class SchedulerStore:
         ids = [r.id for r in chosen]
         result = await conn.execute(
             update(operations)
-            .where(o.id.in_(ids), o.status.in_(_WAITING))
+            .where(o.id.in_(ids), _IS_WAITING)
             .values(
                 status=_RUNNING,
                 attempts=o.attempts + 1,
@@ -458,7 +480,7 @@ class SchedulerStore:
             update(operations)
             .where(
                 o.id.in_(ids),
-                o.status.in_(_WAITING),
+                _IS_WAITING,
                 (o.wait_reason.is_(None)) | (o.wait_reason != reason),
             )
             .values(status=Status.PENDING.value, wait_reason=reason, updated_at=now)
@@ -518,12 +540,13 @@ class SchedulerStore:
         busy = exists().where(
             running.c.tenant_id == o.tenant_id,
             running.c.device_id == o.device_id,
-            running.c.status == _RUNNING,
+            running.c.status == _status_literal(Status.RUNNING),
         )
         async with self.db.write() as conn:
             changed = await conn.execute(
                 update(operations)
-                .where(o.status == Status.SCHEDULED.value, o.run_after <= now, busy)
+                # _IS_WAITING too: the partial index is found by its exact condition.
+                .where(_IS_WAITING, _IS_SCHEDULED, o.run_after <= now, busy)
                 .values(status=Status.PENDING.value, wait_reason="device_busy", updated_at=now)
                 .returning(o.id, o.attempts)
             )
@@ -549,7 +572,7 @@ class SchedulerStore:
             rows = (
                 await conn.execute(
                     select(o.id, o.attempts)
-                    .where(o.status.in_(_WAITING), o.expires_at.is_not(None), o.expires_at <= now)
+                    .where(_IS_WAITING, o.expires_at.is_not(None), o.expires_at <= now)
                     .limit(1000)
                 )
             ).all()
@@ -565,9 +588,7 @@ class SchedulerStore:
     ) -> list[tuple[str, Decision]]:
         """Rescue running operations whose lease expired: retry, fail, or cancel them."""
         async with self.db.write() as conn:
-            query = (
-                select(operations).where(o.status == _RUNNING, o.lease_expires_at < now).limit(500)
-            )
+            query = select(operations).where(_IS_RUNNING, o.lease_expires_at < now).limit(500)
             if self.pg:
                 query = query.with_for_update(skip_locked=True)
             rows = [to_record(r) for r in (await conn.execute(query)).all()]
@@ -646,7 +667,7 @@ class SchedulerStore:
             .where(
                 o.id == outcome.op_id,
                 o.lease_version == outcome.lease_version,
-                o.status == _RUNNING,
+                _IS_RUNNING,
             )
             .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
         )
@@ -683,7 +704,7 @@ class SchedulerStore:
                     .where(
                         o.id == bindparam("b_id"),
                         o.lease_version == bindparam("b_version"),
-                        o.status == _RUNNING,
+                        _IS_RUNNING,
                     )
                     .values(
                         status=bindparam("b_status"),
@@ -753,7 +774,7 @@ class SchedulerStore:
         async with self.db.write() as conn:
             await conn.execute(
                 update(operations)
-                .where(o.lease_owner == self.worker_id, o.status == _RUNNING, o.id.in_(list(held)))
+                .where(o.lease_owner == self.worker_id, _IS_RUNNING, o.id.in_(list(held)))
                 .values(lease_expires_at=now + lease_ttl)
             )
             rows = (
@@ -799,7 +820,7 @@ class SchedulerStore:
                 .where(
                     o.id == bindparam("b_id"),
                     o.lease_version == bindparam("b_version"),
-                    o.status == _RUNNING,
+                    _IS_RUNNING,
                 )
                 .values(
                     status=Status.SCHEDULED.value,
@@ -836,17 +857,15 @@ class SchedulerStore:
         async with self.db.read() as conn:
             due = (
                 await conn.execute(
-                    select(func.min(o.run_after)).where(o.status.in_(_WAITING), o.run_after > now)
+                    select(func.min(o.run_after)).where(_IS_WAITING, o.run_after > now)
                 )
             ).scalar()
             lease = (
-                await conn.execute(select(func.min(o.lease_expires_at)).where(o.status == _RUNNING))
+                await conn.execute(select(func.min(o.lease_expires_at)).where(_IS_RUNNING))
             ).scalar()
             expiry = (
                 await conn.execute(
-                    select(func.min(o.expires_at)).where(
-                        o.status.in_(_WAITING), o.expires_at.is_not(None)
-                    )
+                    select(func.min(o.expires_at)).where(_IS_WAITING, o.expires_at.is_not(None))
                 )
             ).scalar()
         found = [t for t in (due, lease, expiry) if t is not None]
@@ -862,7 +881,7 @@ class SchedulerStore:
             row = (
                 await conn.execute(
                     select(func.count(), func.min(o.run_after)).where(
-                        o.status.in_(_WAITING), o.run_after <= now
+                        _IS_WAITING, o.run_after <= now
                     )
                 )
             ).one()
@@ -900,7 +919,7 @@ class _LimitCounter:
                         and_(devices.c.tenant_id == o.tenant_id, devices.c.id == o.device_id),
                     )
                 )
-                .where(o.status == _RUNNING)
+                .where(_IS_RUNNING)
             )
         ).all()
         by_type: dict[str, int] = {}
