@@ -54,6 +54,8 @@ class _Running:
     context: OperationContext
     task: asyncio.Task[None] | None = None
     lease_lost: bool = False
+    #: Its outcome is with the recorder: the row may turn terminal any moment, by our hand.
+    submitted: bool = False
 
 
 @dataclass
@@ -265,6 +267,7 @@ class Scheduler:
                 self.log.warning("lease lost while running; result not written", operation_id=op.id)
                 metrics.REFUSED_RESULTS.inc()
                 return
+            running.submitted = True
             accepted = await self.recorder.submit(outcome)
             status = outcome.decision.status
             if not accepted:
@@ -367,11 +370,15 @@ class Scheduler:
 
     async def heartbeat(self) -> None:
         """Renew leases; stop operations whose lease was lost; pass on cancellations."""
+        # Every lease is renewed, but an attempt whose outcome is already submitted is never
+        # taken as lost: the recorder may commit it while this runs, and a row completed by
+        # our own hand is no lost lease (the recorder's fencing refuses the outcome if the
+        # lease really was lost).
         held = {i: r.claimed.op.lease_version for i, r in self._running.items()}
         lost, cancel = await self.store.heartbeat(self.clock(), held, self.lease_ttl)
         for op_id in lost:
             running = self._running.get(op_id)
-            if running is not None and running.task is not None:
+            if running is not None and running.task is not None and not running.submitted:
                 running.lease_lost = True
                 self.log.warning("lease lost; stopping the local attempt", operation_id=op_id)
                 running.task.cancel()
