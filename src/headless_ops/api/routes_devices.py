@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from headless_ops.api.body import read_json_object
 from headless_ops.api.deps import RuntimeDep, require
-from headless_ops.api.errors import ErrorBody
+from headless_ops.api.docs import AUTH_RESPONSES, error_doc, json_request_body
 from headless_ops.api.pagination import page_links
 from headless_ops.api.schemas import DeviceList, DeviceOut, render_device
 from headless_ops.auth.scopes import Scope
@@ -27,27 +27,12 @@ ReadDev = Annotated[Principal, Depends(require(Scope.DEVICES_READ))]
 WriteDev = Annotated[Principal, Depends(require(Scope.DEVICES_WRITE))]
 
 
-def _err(description: str) -> dict[str, Any]:
-    return {"model": ErrorBody, "description": description}
-
-
-_AUTH: dict[int | str, dict[str, Any]] = {
-    401: _err("Missing or invalid Bearer token"),
-    403: _err("The token lacks the scope"),
-}
-
-
-def _json_body(model: type[Any]) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
-
-
 @router.get(
     "/",
     operation_id="list_devices",
     summary="List devices",
     response_model=DeviceList,
-    responses={400: _err("Invalid query parameter"), **_AUTH},
+    responses={400: error_doc("Invalid query parameter"), **AUTH_RESPONSES},
 )
 async def list_devices(
     request: Request,
@@ -90,14 +75,14 @@ async def list_devices(
     summary="Add a device",
     status_code=201,
     response_model=DeviceOut,
-    openapi_extra={"requestBody": _json_body(NewDevice)},
+    openapi_extra={"requestBody": json_request_body(NewDevice)},
     responses={
         201: {"description": "Created", "headers": {"Location": {"schema": {"type": "string"}}}},
-        400: _err("Invalid device or malformed JSON"),
-        **_AUTH,
-        409: _err("A device with this id or name exists"),
-        413: _err("Request body too large"),
-        415: _err("Unsupported Content-Type"),
+        400: error_doc("Invalid device or malformed JSON"),
+        **AUTH_RESPONSES,
+        409: error_doc("A device with this id or name exists"),
+        413: error_doc("Request body too large"),
+        415: error_doc("Unsupported Content-Type"),
     },
 )
 async def create_device(request: Request, runtime: RuntimeDep, principal: WriteDev) -> JSONResponse:
@@ -115,7 +100,7 @@ async def create_device(request: Request, runtime: RuntimeDep, principal: WriteD
     name="get_device",
     summary="Read a device",
     response_model=DeviceOut,
-    responses={**_AUTH, 404: _err("No such device")},
+    responses={**AUTH_RESPONSES, 404: error_doc("No such device")},
 )
 async def get_device(device_id: str, runtime: RuntimeDep, principal: ReadDev) -> JSONResponse:
     record = await runtime.devices.get(principal.tenant_id, device_id)
@@ -127,14 +112,14 @@ async def get_device(device_id: str, runtime: RuntimeDep, principal: ReadDev) ->
     operation_id="update_device",
     summary="Change a device",
     response_model=DeviceOut,
-    openapi_extra={"requestBody": _json_body(DeviceUpdate)},
+    openapi_extra={"requestBody": json_request_body(DeviceUpdate)},
     responses={
-        400: _err("Invalid update or malformed JSON"),
-        **_AUTH,
-        404: _err("No such device"),
-        409: _err("The new name is taken"),
-        413: _err("Request body too large"),
-        415: _err("Unsupported Content-Type"),
+        400: error_doc("Invalid update or malformed JSON"),
+        **AUTH_RESPONSES,
+        404: error_doc("No such device"),
+        409: error_doc("The new name is taken"),
+        413: error_doc("Request body too large"),
+        415: error_doc("Unsupported Content-Type"),
     },
 )
 async def update_device(
@@ -152,9 +137,9 @@ async def update_device(
     status_code=204,
     response_class=Response,
     responses={
-        **_AUTH,
-        404: _err("No such device"),
-        409: _err("The device has operations that have not finished"),
+        **AUTH_RESPONSES,
+        404: error_doc("No such device"),
+        409: error_doc("The device has operations that have not finished"),
     },
 )
 async def delete_device(device_id: str, runtime: RuntimeDep, principal: WriteDev) -> Response:

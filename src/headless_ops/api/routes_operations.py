@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from headless_ops.api.body import read_operation_body
 from headless_ops.api.deps import RuntimeDep, require
-from headless_ops.api.errors import ErrorBody
+from headless_ops.api.docs import AUTH_RESPONSES, Responses, error_doc
 from headless_ops.api.pagination import page_links
 from headless_ops.api.schemas import OperationList, OperationOut, render_operation
 from headless_ops.auth.scopes import Scope
@@ -27,15 +27,7 @@ from headless_ops.store.operations import OperationFilter
 __all__ = ["by_id_router", "by_name_router", "operation_request_body"]
 
 
-def _err(description: str) -> dict[str, Any]:
-    return {"model": ErrorBody, "description": description}
-
-
-_AUTH: dict[int | str, dict[str, Any]] = {
-    401: _err("Missing, malformed, unknown, expired or revoked Bearer token"),
-    403: _err("The token lacks the required scope"),
-}
-_Q400: dict[int | str, dict[str, Any]] = {400: _err("Invalid query parameter")}
+_Q400: Responses = {400: error_doc("Invalid query parameter")}
 
 ReadOps = Annotated[Principal, Depends(require(Scope.OPERATIONS_READ))]
 WriteOps = Annotated[Principal, Depends(require(Scope.OPERATIONS_WRITE))]
@@ -181,7 +173,7 @@ def _build(by_name: bool) -> APIRouter:
         operation_id=f"list_operations{suffix}",
         summary="List headless operations",
         response_model=OperationList,
-        responses={**_Q400, **_AUTH},
+        responses={**_Q400, **AUTH_RESPONSES},
     )
     async def list_operations(
         request: Request,
@@ -289,12 +281,12 @@ def _build(by_name: bool) -> APIRouter:
                     },
                 },
             },
-            400: _err("Invalid parameters or malformed JSON"),
-            **_AUTH,
-            404: _err("The device does not exist"),
-            413: _err("Request body too large"),
-            415: _err("Unsupported Content-Type"),
-            422: _err("Idempotency-Key reused with a different body"),
+            400: error_doc("Invalid parameters or malformed JSON"),
+            **AUTH_RESPONSES,
+            404: error_doc("The device does not exist"),
+            413: error_doc("Request body too large"),
+            415: error_doc("Unsupported Content-Type"),
+            422: error_doc("Idempotency-Key reused with a different body"),
         },
     )
     async def create_operation(
@@ -321,7 +313,7 @@ def _build(by_name: bool) -> APIRouter:
         name=f"get_operation{suffix}",
         summary="Read one operation",
         response_model=OperationOut,
-        responses={**_AUTH, 404: _err("No such operation")},
+        responses={**AUTH_RESPONSES, 404: error_doc("No such operation")},
     )
     async def get_operation(
         op_id: Annotated[str, Depends(_op_id)], runtime: RuntimeDep, principal: ReadOps
@@ -335,9 +327,9 @@ def _build(by_name: bool) -> APIRouter:
         summary="Cancel an operation",
         response_model=OperationOut,
         responses={
-            **_AUTH,
-            404: _err("No such operation"),
-            409: _err("The operation has already finished"),
+            **AUTH_RESPONSES,
+            404: error_doc("No such operation"),
+            409: error_doc("The operation has already finished"),
         },
     )
     async def cancel_operation(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from headless_ops.api.body import read_json_object
 from headless_ops.api.deps import RuntimeDep, require
-from headless_ops.api.errors import ErrorBody
+from headless_ops.api.docs import AUTH_RESPONSES, Responses, error_doc, json_request_body
 from headless_ops.api.pagination import page_links
 from headless_ops.auth.scopes import Scope
 from headless_ops.auth.tokens import Principal
@@ -54,31 +54,18 @@ class WindowList(BaseModel):
     results: list[WindowOut]
 
 
-def _err(description: str) -> dict[str, Any]:
-    return {"model": ErrorBody, "description": description}
-
-
-_AUTH: dict[int | str, dict[str, Any]] = {
-    401: _err("Missing or invalid Bearer token"),
-    403: _err("The token lacks the scope"),
+_BODY: Responses = {
+    400: error_doc("Invalid window or malformed JSON"),
+    413: error_doc("Request body too large"),
+    415: error_doc("Unsupported Content-Type"),
 }
-_BODY: dict[int | str, dict[str, Any]] = {
-    400: _err("Invalid window or malformed JSON"),
-    413: _err("Request body too large"),
-    415: _err("Unsupported Content-Type"),
-}
-
-
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
 @router.get(
     "/",
     operation_id="list_windows",
     response_model=WindowList,
-    responses={400: _err("Invalid query parameter"), **_AUTH},
+    responses={400: error_doc("Invalid query parameter"), **AUTH_RESPONSES},
 )
 async def list_windows(
     request: Request,
@@ -104,12 +91,12 @@ async def list_windows(
     operation_id="create_window",
     status_code=201,
     response_model=WindowOut,
-    openapi_extra={"requestBody": _json_body(NewWindow)},
+    openapi_extra={"requestBody": json_request_body(NewWindow)},
     responses={
         201: {"description": "Created", "headers": {"Location": {"schema": {"type": "string"}}}},
         **_BODY,
-        **_AUTH,
-        409: _err("The name is taken"),
+        **AUTH_RESPONSES,
+        409: error_doc("The name is taken"),
     },
 )
 async def create_window(request: Request, runtime: RuntimeDep, principal: WriteW) -> JSONResponse:
@@ -126,7 +113,7 @@ async def create_window(request: Request, runtime: RuntimeDep, principal: WriteW
     operation_id="get_window",
     name="get_window",
     response_model=WindowOut,
-    responses={**_AUTH, 404: _err("No such window")},
+    responses={**AUTH_RESPONSES, 404: error_doc("No such window")},
 )
 async def get_window(name: str, runtime: RuntimeDep, principal: ReadW) -> JSONResponse:
     return JSONResponse(
@@ -138,8 +125,8 @@ async def get_window(name: str, runtime: RuntimeDep, principal: ReadW) -> JSONRe
     "/{name}/",
     operation_id="update_window",
     response_model=WindowOut,
-    openapi_extra={"requestBody": _json_body(WindowUpdate)},
-    responses={**_BODY, **_AUTH, 404: _err("No such window")},
+    openapi_extra={"requestBody": json_request_body(WindowUpdate)},
+    responses={**_BODY, **AUTH_RESPONSES, 404: error_doc("No such window")},
 )
 async def update_window(
     name: str, request: Request, runtime: RuntimeDep, principal: WriteW
@@ -155,9 +142,9 @@ async def update_window(
     status_code=204,
     response_class=Response,
     responses={
-        **_AUTH,
-        404: _err("No such window"),
-        409: _err("Devices or unfinished operations use it"),
+        **AUTH_RESPONSES,
+        404: error_doc("No such window"),
+        409: error_doc("Devices or unfinished operations use it"),
     },
 )
 async def delete_window(name: str, runtime: RuntimeDep, principal: WriteW) -> Response:
