@@ -18,14 +18,29 @@ __all__ = ["SecretBox", "TokenHasher", "load_keys"]
 
 
 def _key_file(path: Path, make: bytes) -> bytes:
-    """Read a key file, creating it (mode 0600) the first time."""
+    """Read a key file, creating it (mode 0600) the first time.
+
+    The key is written to a private temporary file and then hard-linked into place, which
+    either publishes a complete file or fails because another process published one first:
+    two processes starting on an empty data dir end up with the same key.
+    """
     if path.exists():
         return path.read_bytes().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(make + b"\n")
-    return make
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(make + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return path.read_bytes().strip()
+        return make
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_keys(settings: Settings) -> tuple[SecretBox, TokenHasher]:

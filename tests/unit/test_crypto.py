@@ -12,14 +12,16 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
 
 from headless_ops.config import Settings
-from headless_ops.crypto import SecretBox, TokenHasher, load_keys
+from headless_ops.crypto import SecretBox, TokenHasher, _key_file, load_keys
 
 SECRETS = {"password": "hunter2", "private_key": "-----BEGIN KEY-----\nAAAA\n", "pin": "é✓"}
 
@@ -207,3 +209,24 @@ def test_load_keys_from_configuration(tmp_path: Path, old_key: bytes, new_key: b
     # Configured keys leave the data dir alone.
     assert not (tmp_path / "secret.key").exists()
     assert not (tmp_path / "token-hash.key").exists()
+
+
+def _race_for_key(directory: str, queue: Any) -> None:
+    queue.put(_key_file(Path(directory) / "race.key", os.urandom(16).hex().encode()))
+
+
+def test_processes_starting_together_on_an_empty_data_dir_share_one_key(tmp_path: Path) -> None:
+    # Each process makes its own candidate key; exactly one is published and all read it.
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_race_for_key, args=(str(tmp_path), queue)) for _ in range(6)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=30)
+    keys = {queue.get(timeout=10) for _ in procs}
+    assert len(keys) == 1
+    assert (tmp_path / "race.key").read_bytes().strip() == keys.pop()
+    assert [p.name for p in tmp_path.iterdir()] == ["race.key"]  # no temporary file left

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from headless_ops.errors import FieldError, HeadlessOpsError, Unauthorized
 
@@ -82,5 +83,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, ClientDisconnect):
+            # The client went away while sending its body: nobody reads this answer, and it
+            # is no server error.
+            log.info("client disconnected mid-request", path=request.url.path)
+            return error_response(400, "the client disconnected before the body was sent", [])
         log.exception("unhandled error", path=request.url.path, error=type(exc).__name__)
         return error_response(500, "internal error", [])

@@ -6,10 +6,8 @@ import asyncio
 from typing import Annotated
 
 import typer
-import uvicorn
 from sqlalchemy import func, select
 
-from headless_ops.api.app import create_app, run_scheduler
 from headless_ops.api.runtime import Runtime
 from headless_ops.auth.tokens import create_token, ensure_tenant
 from headless_ops.cli import devices as devices_cli
@@ -94,6 +92,11 @@ def _serve(settings: Settings, demo: bool, *, scheduler: bool = True) -> None:
     typer.echo(f"data directory:    {settings.data_dir.resolve()}")
     if token:
         typer.echo(f"admin token (shown once, keep it): {token}")
+    # The web stack is imported only by the commands that serve (token/device stay quick).
+    import uvicorn
+
+    from headless_ops.api.app import create_app, run_scheduler
+
     app_ = create_app(runtime, background=[run_scheduler] if scheduler else [])
     typer.echo(f"scheduler:         {'embedded' if scheduler else 'off (run headless-ops worker)'}")
     config = uvicorn.Config(
