@@ -27,9 +27,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+## Benchmarks, run by hand; results go to docs/benchmarks.md. The scheduler's baselines
+## (Procrastinate, APScheduler 3) come from the `bench` extra, never from the server's deps.
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.api_create
 	$(BIN)/python -m bench.api_list
+	$(BIN)/python -m bench.dispatch
+	$(BIN)/python -m bench.lateness
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
