@@ -26,6 +26,7 @@ from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from headless_ops.ids import new_sortable_id
+from headless_ops.store.operations import new_operation_row
 from headless_ops.store.schema import operations
 
 DATABASE = os.environ.get("BENCH_DATABASE", "bench.db")
@@ -69,31 +70,15 @@ async def create(request: Request) -> JSONResponse:
     body = await request.json()
     now = datetime.now(UTC)
     scheduled_at = datetime.fromisoformat(body["scheduled_at"])
-    values: dict[str, Any] = {
-        "id": new_sortable_id("op"),
-        "tenant_id": "ten_bench",
-        "device_id": body["device_id"],
-        "operation_type": body["operation_type"],
-        "status": "scheduled",
-        "priority": 1,
-        "scheduled_at": scheduled_at,
-        "run_after": scheduled_at,
-        "expires_at": None,
-        "maintenance_window": None,
-        "parameters": body["parameters"],
-        "result": None,
-        "error": None,
-        "attempts": 0,
-        "max_attempts": 3,
-        "created_at": now,
-        "updated_at": now,
-        "started_at": None,
-        "finished_at": None,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "lease_version": 0,
-        "cancel_requested": False,
-    }
+    values = new_operation_row(
+        op_id=new_sortable_id("op"),
+        tenant_id="ten_bench",
+        device_id=body["device_id"],
+        operation_type=body["operation_type"],
+        scheduled_at=scheduled_at,
+        now=now,
+        parameters=body["parameters"],
+    )
     async with write_lock, engine.begin() as conn:
         await conn.execute(insert(operations).values(**values))
     return JSONResponse(

@@ -29,8 +29,8 @@ from sqlalchemy import func, insert, select
 from headless_ops.api.runtime import Runtime
 from headless_ops.auth.tokens import ensure_tenant
 from headless_ops.config import Settings
-from headless_ops.domain.lifecycle import Status
 from headless_ops.ids import new_sortable_id
+from headless_ops.store.operations import new_operation_row
 from headless_ops.store.scheduling import WAKE_CHANNEL
 from headless_ops.store.schema import devices, operations
 from headless_ops.timeutil import utcnow
@@ -254,32 +254,15 @@ async def insert_operations(
     for i in range(count):
         at = base + timedelta(microseconds=i)
         rows.append(
-            {
-                "id": new_sortable_id("op"),
-                "tenant_id": tenant,
-                "device_id": device_ids[i % len(device_ids)],
-                "operation_type": operation_type,
-                "status": Status.SCHEDULED.value,
-                "priority": 1,
-                "scheduled_at": at,
-                "run_after": at,
-                "expires_at": None,
-                "maintenance_window": None,
-                "parameters": {},
-                "result": None,
-                "error": None,
-                "attempts": 0,
-                "max_attempts": 3,
-                "created_at": now,
-                "updated_at": now,
-                "started_at": None,
-                "finished_at": None,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "lease_version": 0,
-                "cancel_requested": False,
-                "wait_reason": None,
-            }
+            new_operation_row(
+                op_id=new_sortable_id("op"),
+                tenant_id=tenant,
+                device_id=device_ids[i % len(device_ids)],
+                operation_type=operation_type,
+                scheduled_at=at,
+                now=now,
+                parameters={},
+            )
         )
     async with runtime.db.write() as conn:
         for chunk in range(0, len(rows), 2000):

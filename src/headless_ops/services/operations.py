@@ -159,32 +159,19 @@ class OperationService:
                     [FieldError("expires_at", "must be later than scheduled_at")],
                 )
             op_id = new_sortable_id("op")
-            values: dict[str, Any] = {
-                "id": op_id,
-                "tenant_id": tenant_id,
-                "device_id": device.id,
-                "operation_type": op_type.value,
-                "status": Status.SCHEDULED.value,
-                "priority": request.priority.rank,
-                "scheduled_at": scheduled_at,
-                "run_after": scheduled_at,
-                "expires_at": request.expires_at,
-                "maintenance_window": request.maintenance_window,
-                "parameters": parameters,
-                "result": None,
-                "error": None,
-                "attempts": 0,
-                "max_attempts": request.max_attempts or self.settings.default_max_attempts,
-                "created_at": now,
-                "updated_at": now,
-                "started_at": None,
-                "finished_at": None,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "lease_version": 0,
-                "cancel_requested": False,
-                "wait_reason": None,
-            }
+            values = op_store.new_operation_row(
+                op_id=op_id,
+                tenant_id=tenant_id,
+                device_id=device.id,
+                operation_type=op_type.value,
+                scheduled_at=scheduled_at,
+                now=now,
+                parameters=parameters,
+                priority=request.priority.rank,
+                max_attempts=request.max_attempts or self.settings.default_max_attempts,
+                expires_at=request.expires_at,
+                maintenance_window=request.maintenance_window,
+            )
             await op_store.insert_operation(conn, values)
             await self._notify_workers(conn)
             if idempotency_key is not None:

@@ -22,6 +22,7 @@ __all__ = [
     "get_operations",
     "insert_operation",
     "list_operations",
+    "new_operation_row",
     "to_record",
 ]
 
@@ -65,6 +66,49 @@ class OperationFilter:
 
 
 _INSERT = insert(operations)
+
+
+def new_operation_row(
+    *,
+    op_id: str,
+    tenant_id: str,
+    device_id: str,
+    operation_type: str,
+    scheduled_at: datetime,
+    now: datetime,
+    parameters: dict[str, Any],
+    priority: int = 1,
+    max_attempts: int = 3,
+    expires_at: datetime | None = None,
+    maintenance_window: str | None = None,
+) -> dict[str, Any]:
+    """Every column of a new ``scheduled`` operation (the one place that knows them all)."""
+    return {
+        "id": op_id,
+        "tenant_id": tenant_id,
+        "device_id": device_id,
+        "operation_type": operation_type,
+        "status": Status.SCHEDULED.value,
+        "priority": priority,
+        "scheduled_at": scheduled_at,
+        "run_after": scheduled_at,
+        "expires_at": expires_at,
+        "maintenance_window": maintenance_window,
+        "parameters": parameters,
+        "result": None,
+        "error": None,
+        "attempts": 0,
+        "max_attempts": max_attempts,
+        "created_at": now,
+        "updated_at": now,
+        "started_at": None,
+        "finished_at": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "lease_version": 0,
+        "cancel_requested": False,
+        "wait_reason": None,
+    }
 
 
 async def insert_operation(conn: AsyncConnection, values: dict[str, Any]) -> None:
