@@ -92,7 +92,13 @@ def settings(
     """Settings on a fresh, migrated database of the current engine."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    keys = {"secret_keys": Fernet.generate_key().decode(), "token_hash_key": "test-hash-key"}
+    keys: dict[str, object] = {
+        "secret_keys": Fernet.generate_key().decode(),
+        "token_hash_key": "test-hash-key",
+        # The examples of the contract name /var/backups; nothing is written there unless a
+        # test runs a backup, and those use tmp_path/backups.
+        "backup_file_roots": [tmp_path / "backups", Path("/var/backups")],
+    }
     if engine_name == "sqlite":
         shutil.copy(request.getfixturevalue("sqlite_template"), data_dir / "headless-ops.db")
         yield Settings(data_dir=data_dir, **keys)

@@ -91,6 +91,30 @@ class Settings(BaseSettings):
     #: On SIGTERM: how long running operations may finish before their leases are released.
     shutdown_grace_s: float = Field(default=30.0, ge=0)
 
+    #: Firmware images: largest accepted upload.
+    firmware_max_bytes: int = Field(default=2 * 1024**3, ge=1)
+    #: Local folders ``file://`` backup locations may be under (empty: ``<data_dir>/backups``):
+    #: the API must not become a way to write anywhere the server can.
+    backup_file_roots: list[Path] = Field(default_factory=list)
+    #: S3-compatible store for ``s3://`` backup locations; empty endpoint: AWS itself.
+    #: Credentials come from the standard AWS chain (environment, ~/.aws, instance role)
+    #: unless given here.
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = Field(default="", repr=False)
+
+    #: SSH helper: open connections across all devices, timeouts, keepalive, and how long an
+    #: idle connection is kept for the next operation on the same device (0: never reused).
+    ssh_max_connections: int = Field(default=100, ge=1)
+    ssh_connect_timeout_s: float = Field(default=15.0, gt=0)
+    ssh_command_timeout_s: float = Field(default=120.0, gt=0)
+    ssh_keepalive_s: float = Field(default=15.0, ge=0)
+    ssh_idle_s: float = Field(default=30.0, ge=0)
+    #: After a reboot: how long to wait for the device to come back, and how often to try.
+    ssh_reboot_wait_s: float = Field(default=600.0, gt=0)
+    ssh_reboot_poll_s: float = Field(default=5.0, gt=0)
+
     #: Extra helpers to load, ``module:attribute`` separated by commas (besides entry points).
     helpers: str = ""
 
@@ -109,6 +133,21 @@ class Settings(BaseSettings):
         if url.startswith("sqlite:///"):
             return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
         return url
+
+    @property
+    def firmware_dir(self) -> Path:
+        """Where uploaded firmware images are kept."""
+        return self.data_dir / "firmware"
+
+    @property
+    def profiles_dir(self) -> Path:
+        """Where users add or override SSH platform profiles (``*.yaml``)."""
+        return self.data_dir / "ssh_profiles"
+
+    def allowed_backup_roots(self) -> list[Path]:
+        """Resolved folders ``file://`` backups may be written under."""
+        roots = self.backup_file_roots or [self.data_dir / "backups"]
+        return [r.resolve() for r in roots]
 
     def retry_policy(self) -> RetryPolicy:
         """The retry policy these settings describe."""

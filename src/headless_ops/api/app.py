@@ -15,10 +15,13 @@ from pydantic import BaseModel
 
 from headless_ops import __version__
 from headless_ops.api import (
+    routes_backups,
     routes_devices,
+    routes_firmware,
     routes_health,
     routes_metrics,
     routes_operations,
+    routes_templates,
     routes_windows,
 )
 from headless_ops.api.errors import install_error_handlers
@@ -96,9 +99,16 @@ def create_app(
     app.include_router(routes_operations.by_name_router, prefix=API_PREFIX)
     app.include_router(routes_devices.router, prefix=API_PREFIX)
     app.include_router(routes_windows.router, prefix=API_PREFIX)
+    app.include_router(routes_firmware.router, prefix=API_PREFIX)
+    app.include_router(routes_templates.router, prefix=API_PREFIX)
+    app.include_router(routes_backups.router, prefix=API_PREFIX)
     app.include_router(routes_health.router)
     app.include_router(routes_metrics.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=runtime.settings.max_body_bytes,
+        overrides=((f"{API_PREFIX}/firmware/", runtime.settings.firmware_max_bytes),),
+    )
     app.add_middleware(NulInUrlMiddleware)
 
     def openapi() -> dict[str, Any]:

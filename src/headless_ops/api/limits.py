@@ -14,25 +14,34 @@ __all__ = ["BodyLimitMiddleware", "NulInUrlMiddleware"]
 class BodyLimitMiddleware:
     """Refuse bodies over ``max_bytes``: by Content-Length at once, else while streaming."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, overrides: tuple[tuple[str, int], ...] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        #: (path prefix, limit) for uploads that are meant to be large (firmware images).
+        self.overrides = overrides
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes
+        path = scope.get("path", "")
+        for prefix, override in self.overrides:
+            if path.startswith(prefix):
+                limit = override
+                break
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > self.max_bytes:
-                    await self._refuse(send)
+                if declared > limit:
+                    await self._refuse(send, limit)
                     return
         seen = 0
-        limit = self.max_bytes
 
         async def limited() -> Message:
             nonlocal seen
@@ -45,11 +54,11 @@ class BodyLimitMiddleware:
 
         await self.app(scope, limited, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         body = json.dumps(
             {
-                "detail": f"the request body is larger than {self.max_bytes} bytes",
-                "errors": [{"field": "", "message": f"at most {self.max_bytes} bytes"}],
+                "detail": f"the request body is larger than {limit} bytes",
+                "errors": [{"field": "", "message": f"at most {limit} bytes"}],
             }
         ).encode()
         await send(

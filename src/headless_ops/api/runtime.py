@@ -6,9 +6,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import structlog
+
+from headless_ops.artifacts.backups import BackupStore
+from headless_ops.artifacts.firmware import FirmwareRepository
+from headless_ops.artifacts.templates import TemplateStore
 from headless_ops.config import Settings
 from headless_ops.crypto import SecretBox, TokenHasher, load_keys
 from headless_ops.helpers.registry import HelperRegistry
+from headless_ops.helpers.resources import BindableHelper, HelperResources
 from headless_ops.services.devices import DeviceService
 from headless_ops.services.operations import OperationService
 from headless_ops.services.windows import WindowService
@@ -18,6 +24,8 @@ if TYPE_CHECKING:
     from headless_ops.scheduler.worker import Scheduler
 
 __all__ = ["Runtime"]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -32,6 +40,9 @@ class Runtime:
     operations: OperationService = field(init=False)
     devices: DeviceService = field(init=False)
     windows: WindowService = field(init=False)
+    firmware: FirmwareRepository = field(init=False)
+    templates: TemplateStore = field(init=False)
+    backups: BackupStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.operations = OperationService(self.db, self.registry, self.settings)
@@ -39,6 +50,17 @@ class Runtime:
         self.windows = WindowService(
             self.db, margin=timedelta(seconds=self.settings.window_margin_s)
         )
+        self.firmware = FirmwareRepository(
+            self.db, self.settings.firmware_dir, self.settings.firmware_max_bytes
+        )
+        self.templates = TemplateStore(self.db)
+        self.backups = BackupStore(self.db, self.settings)
+        resources = HelperResources(
+            self.settings, self.firmware, self.templates, self.backups, self.devices
+        )
+        for helper in self.registry:
+            if isinstance(helper, BindableHelper):
+                helper.bind(resources)
 
     def make_scheduler(self) -> Scheduler:
         """A scheduler on this runtime, woken by this process's API changes."""
@@ -54,12 +76,19 @@ class Runtime:
     def from_settings(cls, settings: Settings, registry: HelperRegistry | None = None) -> Runtime:
         """Open the database and keys; load helpers from entry points and configuration."""
         if registry is None:
+            # Helpers named in the configuration first: they replace the shipped helper of
+            # their protocol (said in the log), which is how a site swaps in its own.
             registry = HelperRegistry()
-            registry.load_entry_points()
             registry.load_specs(settings.helpers)
+            for protocol in registry.load_entry_points(keep_registered=True):
+                log.info("helper_replaced", protocol=protocol, by=settings.helpers)
         box, hasher = load_keys(settings)
         return cls(settings, Database(settings), box, hasher, registry)
 
     async def close(self) -> None:
-        """Release the database."""
+        """Release the helpers' connections, then the database."""
+        for helper in self.registry:
+            closer = getattr(helper, "aclose", None)
+            if closer is not None:
+                await closer()
         await self.db.dispose()

@@ -70,6 +70,16 @@ class SshConnection(_Connection):
     host_key_policy: Literal["require", "pin_on_first_use"] = "pin_on_first_use"
     #: Platform profile name (``linux``, ``openwrt``, ``ios`` or one of the user's).
     profile: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] = "linux"
+    #: Values for the profile's ``{placeholders}`` (paths, commands) on this device.
+    profile_vars: Annotated[
+        dict[
+            Annotated[StrictStr, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")],
+            Annotated[StrictStr, Field(max_length=1024)],
+        ],
+        Field(max_length=64),
+    ] = Field(default_factory=dict)
+    #: Which firmware images fit this device (matched to the repository's product_class).
+    product_class: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = None
 
     @field_validator("host")
     @classmethod

@@ -68,10 +68,22 @@ class HelperRegistry:
     def __iter__(self) -> Iterator[Helper]:
         return iter(self._helpers.values())
 
-    def load_entry_points(self) -> None:
-        """Register every helper advertised in the ``headless_ops.helpers`` group."""
+    def load_entry_points(self, *, keep_registered: bool = False) -> list[str]:
+        """Register every helper advertised in the ``headless_ops.helpers`` group.
+
+        With ``keep_registered``, a protocol that already has a helper (one named in the
+        configuration) keeps it and the entry point's is skipped; otherwise a duplicate is
+        refused. Returns the protocols skipped, for the caller to log.
+        """
+        skipped = []
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            self.register(_instantiate(ep.load()))  # type: ignore[arg-type]
+            helper = _instantiate(ep.load())
+            protocol = getattr(helper, "protocol", None)
+            if keep_registered and isinstance(protocol, str) and protocol in self._helpers:
+                skipped.append(protocol)
+                continue
+            self.register(helper)  # type: ignore[arg-type]
+        return skipped
 
     def load_specs(self, specs: str) -> None:
         """Register helpers named ``module:attribute``, comma-separated."""

@@ -238,6 +238,27 @@ class DeviceService:
         assert updated is not None
         return updated
 
+    async def pin_host_key(self, tenant_id: str, device_id: str, host_key: str) -> str | None:
+        """Pin ``host_key`` in an SSH device's connection unless one is pinned already.
+
+        Returns the key pinned after the call (the given one, or the one that was there),
+        or ``None`` when the device is gone. Compare-and-set inside one write, so two
+        workers meeting the device for the first time cannot pin two different keys.
+        """
+        async with self.db.write() as conn:
+            record = await device_store.get_device(conn, tenant_id, device_id)
+            if record is None:
+                return None
+            pinned = record.connection.get("host_key")
+            if pinned:
+                return str(pinned)
+            connection = dict(record.connection)
+            connection["host_key"] = host_key
+            await device_store.update_device(
+                conn, tenant_id, device_id, {"connection": connection, "updated_at": self.clock()}
+            )
+        return host_key
+
     async def delete(self, tenant_id: str, device_id: str) -> None:
         """Delete; Conflict while it has operations that have not finished."""
         async with self.db.write() as conn:

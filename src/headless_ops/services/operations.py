@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from headless_ops.artifacts.backups import check_location
 from headless_ops.config import Settings
 from headless_ops.domain.devices import DEFAULT_CAPABILITIES, Protocol
 from headless_ops.domain.lifecycle import TERMINAL, Status
@@ -103,6 +104,8 @@ class OperationService:
         """
         op_type = normalize_operation_type(request.operation_type)
         parameters = validate_parameters(op_type, request.parameters)
+        if op_type is OperationType.BACKUP_CONFIGURATION:
+            check_location(str(parameters["backup_location"]), self.settings)
         request_hash = None
         if idempotency_key is not None:
             canonical = request.model_dump(mode="json")

@@ -22,7 +22,10 @@ from headless_ops.store.types import JsonType, UtcDateTime
 
 __all__ = [
     "api_tokens",
+    "backups",
+    "config_templates",
     "devices",
+    "firmware_images",
     "idempotency_keys",
     "maintenance_windows",
     "metadata",
@@ -206,4 +209,59 @@ maintenance_windows = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("tenant_id", "name"),
+)
+
+#: Firmware images operators uploaded; the bytes live in the data directory
+#: (``firmware/<tenant>/<id>``), addressed by id and verified by SHA-256.
+firmware_images = Table(
+    "firmware_images",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("id", String(40), nullable=False),
+    Column("version", String(128), nullable=False),
+    # Which devices it is for (TR-069 ProductClass, or an SSH device's product_class);
+    # NULL: any device.
+    Column("product_class", String(64), nullable=True),
+    Column("filename", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+    Index("ix_firmware_images_tenant_id_version", "tenant_id", "version"),
+)
+
+#: Named configuration templates (``configuration_sync``): Jinja2 text for SSH devices, or
+#: TR-069 parameter paths to (templated) values for CWMP devices.
+config_templates = Table(
+    "config_templates",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("content", Text, nullable=True),
+    Column("parameters", JsonType, nullable=True),
+    Column("description", Text, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "name"),
+)
+
+#: Configuration backups taken by ``backup_configuration``; the bytes are at ``uri``.
+backups = Table(
+    "backups",
+    metadata,
+    Column("tenant_id", String(64), nullable=False),
+    Column("id", String(40), nullable=False),
+    Column("device_id", String(80), nullable=False),
+    Column("operation_id", String(40), nullable=True),
+    Column("uri", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("compressed", Boolean, nullable=False),
+    # How it was taken: command output, file over SFTP, CWMP Upload, parameter dump.
+    Column("method", String(32), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant_id", "id"),
+    Index("ix_backups_tenant_id_device_id_created_at", "tenant_id", "device_id", "created_at"),
 )

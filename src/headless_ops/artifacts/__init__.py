@@ -1,0 +1,2 @@
+"""What operations carry to devices and bring back, shared by every protocol helper:
+firmware images, configuration templates and configuration backups."""
