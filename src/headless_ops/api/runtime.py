@@ -13,6 +13,7 @@ from headless_ops.artifacts.firmware import FirmwareRepository
 from headless_ops.artifacts.templates import TemplateStore
 from headless_ops.config import Settings
 from headless_ops.crypto import SecretBox, TokenHasher, load_keys
+from headless_ops.helpers.base import Helper
 from headless_ops.helpers.registry import HelperRegistry
 from headless_ops.helpers.resources import BindableHelper, HelperResources
 from headless_ops.services.devices import DeviceService
@@ -43,6 +44,7 @@ class Runtime:
     firmware: FirmwareRepository = field(init=False)
     templates: TemplateStore = field(init=False)
     backups: BackupStore = field(init=False)
+    resources: HelperResources = field(init=False)
 
     def __post_init__(self) -> None:
         self.operations = OperationService(self.db, self.registry, self.settings)
@@ -55,12 +57,18 @@ class Runtime:
         )
         self.templates = TemplateStore(self.db)
         self.backups = BackupStore(self.db, self.settings)
-        resources = HelperResources(
+        self.resources = HelperResources(
             self.settings, self.firmware, self.templates, self.backups, self.devices
         )
         for helper in self.registry:
             if isinstance(helper, BindableHelper):
-                helper.bind(resources)
+                helper.bind(self.resources)
+
+    def add_helper(self, helper: Helper) -> None:
+        """Register a helper after start-up (tests, embedding), lending it the resources."""
+        self.registry.register(helper)
+        if isinstance(helper, BindableHelper):
+            helper.bind(self.resources)
 
     def make_scheduler(self) -> Scheduler:
         """A scheduler on this runtime, woken by this process's API changes."""
