@@ -75,7 +75,10 @@ async def register(api: Api, headers: dict[str, str], name: str, connection: dic
 
 
 async def wait_terminal(
-    api: Api, headers: dict[str, str], op_id: str, timeout: float = 60
+    api: Api,
+    headers: dict[str, str],
+    op_id: str,
+    timeout: float = 60,  # noqa: ASYNC109
 ) -> dict[str, Any]:
     """Poll ``GET /{id}/`` until the operation is finished; returns it."""
     deadline = time.monotonic() + timeout
@@ -96,7 +99,7 @@ async def run_op(
     operation_type: str,
     parameters: dict[str, Any] | None = None,
     *,
-    timeout: float = 60,
+    timeout: float = 60,  # noqa: ASYNC109 - a test bound
     **extra: Any,
 ) -> dict[str, Any]:
     """POST an operation and wait for its end (a scheduler must be running)."""
