@@ -30,6 +30,9 @@ from headless_ops.store.db import Database
 from headless_ops.store.migrate import upgrade
 from tests.support.postgres import PostgresCluster
 
+#: Fixtures defined in support modules, available to every test.
+pytest_plugins = ["tests.support.sshd"]
+
 ENGINES = ["sqlite", "postgresql"]
 _counter = itertools.count()
 

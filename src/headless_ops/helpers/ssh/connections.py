@@ -186,8 +186,9 @@ class ConnectionPool:
         self.opened += 1
         offered_text = None
         if pinned is None and client.offered is not None:
-            offered_text = client.offered.export_public_key("openssh").decode().split(" ")[0:2]
-            offered_text = " ".join(offered_text)
+            # "<type> <base64>" without the comment or the newline.
+            exported = client.offered.export_public_key("openssh").decode()
+            offered_text = " ".join(exported.split()[:2])
         return conn, offered_text
 
     @contextlib.asynccontextmanager
