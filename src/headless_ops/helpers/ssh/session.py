@@ -84,12 +84,12 @@ class DeviceSession:
             if self.profile.mode == "cli":
                 return await self._cli(command, expect_disconnect=expect_disconnect)
             result = await self.conn.run(command, input=stdin, check=False, timeout=self.timeout)
-        except asyncssh.ProcessError as exc:  # pragma: no cover - check=False never raises it
-            raise PermanentError("command_failed", f"`{command}` failed: {exc}") from None
         except (asyncssh.TimeoutError, TimeoutError):
             raise RetryableError(
                 "command_timeout", f"`{command}` did not finish in {self.timeout:g} s"
             ) from None
+        except asyncssh.ProcessError as exc:  # pragma: no cover - check=False never raises it
+            raise PermanentError("command_failed", f"`{command}` failed: {exc}") from None
         except (asyncssh.Error, OSError) as exc:
             if expect_disconnect:
                 return ""
