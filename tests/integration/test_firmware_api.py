@@ -219,6 +219,26 @@ async def test_duplicates(api: Api) -> None:
     assert len(_files_on_disk(api.runtime.settings.firmware_dir)) == 3
 
 
+async def test_concurrent_duplicate_uploads(api: Api) -> None:
+    """Uploads of one version racing each other: one wins, the others are 409 — on
+    PostgreSQL too, where both transactions would otherwise see no row and insert."""
+    headers = await api.auth()
+    for product_class in (None, "BM632w"):
+        fields = {"product_class": product_class} if product_class else {}
+        for _ in range(3):
+            responses = await asyncio.gather(
+                *(_upload(api, headers, "5.0", data=bytes([i]) * 100, **fields) for i in range(4))
+            )
+            statuses = sorted(r.status_code for r in responses)
+            assert statuses == [201, 409, 409, 409], [r.text for r in responses]
+            r = await api.client.get(FIRMWARE, params={"version": "5.0", **fields}, headers=headers)
+            rows = [i for i in r.json()["results"] if i["product_class"] == product_class]
+            assert len(rows) == 1, rows
+            assert len(_files_on_disk(api.runtime.settings.firmware_dir)) == 1
+            r = await api.client.delete(f"{FIRMWARE}{rows[0]['id']}/", headers=headers)
+            assert r.status_code == 204
+
+
 async def test_list_filters_and_pagination(api: Api) -> None:
     headers = await api.auth()
     ids = []

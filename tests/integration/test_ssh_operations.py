@@ -341,3 +341,43 @@ async def test_update_status_reports_online_with_version_or_offline_with_reason(
     assert "connection_refused" in (body["status_detail"] or "") or "unreachable" in (
         body["status_detail"] or ""
     ), body
+
+
+async def test_an_unknown_profile_is_refused_when_the_device_is_created(api: Api) -> None:
+    add_ssh_helper(api)
+    headers = await api.auth()
+    r = await api.client.post(
+        "/api/v1/inventory_device/",
+        json={
+            "name": "odd",
+            "protocol": "ssh",
+            "connection": {"host": "10.0.0.9", "username": "a", "profile": "nonexistent"},
+        },
+        headers=headers,
+    )
+    assert r.status_code == 400, r.text
+    errors = r.json()["errors"]
+    assert errors[0]["field"] == "connection.profile"
+    assert "linux" in errors[0]["message"]  # the known profiles are listed
+
+
+async def test_a_profile_from_the_data_directory_is_used_without_code(
+    api: Api, tmp_path: Path
+) -> None:
+    add_ssh_helper(api)
+    headers = await api.auth()
+    profiles = api.runtime.settings.profiles_dir
+    profiles.mkdir(parents=True, exist_ok=True)
+    (profiles / "appliance.yaml").write_text(
+        "name: appliance\nextends: linux\n"
+        "operations:\n  get_parameters:\n    parameters:\n"
+        "      App.Greeting:\n        command: 'echo hello from {greeting_target}'\n"
+        "vars:\n  greeting_target: the appliance\n"
+    )
+    async with running_device(tmp_path / "dev") as dev, running(api.runtime.make_scheduler()):
+        conn = {**fake_connection(dev, "linux"), "profile": "appliance"}
+        device_id = await register(api, headers, "app-1", conn)
+        op = await run_op(api, headers, device_id, "get_parameters", {"names": ["App.Greeting"]})
+    assert op["status"] == "completed", op
+    assert op["result"]["parameters"] == {"App.Greeting": "hello from the appliance"}
+    assert op["result"]["profile"] == "appliance"

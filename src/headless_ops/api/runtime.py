@@ -16,6 +16,7 @@ from headless_ops.crypto import SecretBox, TokenHasher, load_keys
 from headless_ops.helpers.base import Helper
 from headless_ops.helpers.registry import HelperRegistry
 from headless_ops.helpers.resources import BindableHelper, HelperResources
+from headless_ops.helpers.ssh.profiles import ProfileLibrary, profile_check
 from headless_ops.services.devices import DeviceService
 from headless_ops.services.operations import OperationService
 from headless_ops.services.windows import WindowService
@@ -49,6 +50,9 @@ class Runtime:
     def __post_init__(self) -> None:
         self.operations = OperationService(self.db, self.registry, self.settings)
         self.devices = DeviceService(self.db, self.box)
+        self.devices.connection_checks["ssh"] = profile_check(
+            ProfileLibrary(self.settings.profiles_dir)
+        )
         self.windows = WindowService(
             self.db, margin=timedelta(seconds=self.settings.window_margin_s)
         )

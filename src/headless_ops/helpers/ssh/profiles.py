@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import shlex
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -32,6 +32,7 @@ __all__ = [
     "Profile",
     "ProfileError",
     "ProfileLibrary",
+    "profile_check",
     "render_command",
 ]
 
@@ -290,3 +291,19 @@ def _load_cached(
     library: ProfileLibrary, name: str, fingerprint: tuple[tuple[str, float], ...]
 ) -> Profile:
     return library.resolve(name)
+
+
+def profile_check(library: ProfileLibrary) -> Callable[[dict[str, Any]], None]:
+    """A device-connection check: the named profile exists and is valid (a 400 otherwise)."""
+
+    def check(connection: dict[str, Any]) -> None:
+        from headless_ops.errors import FieldError, InvalidInput
+
+        try:
+            library.load(str(connection.get("profile", "linux")))
+        except ProfileError as exc:
+            raise InvalidInput(
+                "invalid connection for protocol ssh", [FieldError("connection.profile", str(exc))]
+            ) from None
+
+    return check
