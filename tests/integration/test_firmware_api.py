@@ -148,6 +148,26 @@ async def test_octet_stream_upload_with_query_parameters(api: Api) -> None:
     assert r.content == IMAGE
 
 
+async def test_images_larger_than_the_api_body_limit(api: Api) -> None:
+    """Firmware has its own limit (firmware_max_bytes), far above max_body_bytes."""
+    headers = await api.auth()
+    big = os.urandom(api.runtime.settings.max_body_bytes * 2 + 12345)
+    digest = hashlib.sha256(big).hexdigest()
+    r = await _upload(api, headers, "9.0", data=big, sha256=digest)
+    assert r.status_code == 201, r.text
+    r = await api.client.post(
+        FIRMWARE,
+        params={"version": "9.1", "sha256": digest},
+        content=big,
+        headers={**headers, "Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 201, r.text
+    for image in (await api.client.get(FIRMWARE, headers=headers)).json()["results"]:
+        assert image["size"] == len(big) and image["sha256"] == digest
+        r = await api.client.get(f"{FIRMWARE}{image['id']}/content", headers=headers)
+        assert r.content == big
+
+
 async def test_refused_uploads_leave_nothing_behind(api: Api) -> None:
     headers = await api.auth()
     octet = {**headers, "Content-Type": "application/octet-stream"}

@@ -4,6 +4,7 @@ connections — each classified retryable or permanent as it should be, and sayi
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,34 @@ async def test_refused_and_closed_connections_are_retryable(api: Api, tmp_path: 
         op = await run_op(api, headers, device_id, "reboot", max_attempts=2)
     assert op["status"] == "failed" and op["attempts"] == 2
     assert op["error"]["code"] == "connection_refused", op
+
+
+async def test_a_host_that_accepts_tcp_but_never_speaks_ssh_times_out_retryably(
+    api: Api, tmp_path: Path
+) -> None:
+    add_ssh_helper(api)
+    api.runtime.settings.ssh_connect_timeout_s = 0.3
+    headers = await api.auth()
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # accept, then say nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with running(api.runtime.make_scheduler()):
+            device_id = await register(
+                api,
+                headers,
+                "blackhole",
+                {"host": "127.0.0.1", "port": port, "username": "admin", "password": "x"},
+            )
+            op = await run_op(api, headers, device_id, "reboot", max_attempts=2)
+        assert op["status"] == "failed" and op["attempts"] == 2, op
+        assert op["error"]["code"] == "timeout", op
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()

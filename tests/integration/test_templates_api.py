@@ -10,6 +10,7 @@ context, and the sandbox refusing attribute tricks instead of rendering them.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.conftest import Api
@@ -121,6 +122,28 @@ async def test_crud(api: Api) -> None:
     assert_error(r, 404)
     device = await make_device(api, headers, "gw-1")
     assert_error(await _render(api, headers, "nope", device["id"]), 404)
+
+
+async def test_concurrent_creates_of_one_name(api: Api) -> None:
+    """Creates of one name racing each other: one 201, the others 409 — never a 500 from
+    the primary key on PostgreSQL, where both can pass the existence check."""
+    headers = await api.auth()
+    for n in range(3):
+        responses = await asyncio.gather(
+            *(
+                api.client.post(
+                    TEMPLATES, json={"name": f"race-{n}", "content": f"{i}\n"}, headers=headers
+                )
+                for i in range(4)
+            )
+        )
+        assert sorted(r.status_code for r in responses) == [201, 409, 409, 409], [
+            r.text for r in responses
+        ]
+        for r in responses:
+            if r.status_code == 409:
+                assert_error(r, 409)
+    assert (await api.client.get(TEMPLATES, headers=headers)).json()["count"] == 3
 
 
 async def test_tenants_and_scopes(api: Api) -> None:
