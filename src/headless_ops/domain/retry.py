@@ -47,6 +47,10 @@ class Decision:
     run_after: datetime | None = None
     error_code: str | None = None
     message: str | None = None
+    #: Why it waits, when it goes back to waiting for another reason than a retry's backoff.
+    wait_reason: str | None = None
+    #: The attempt does not count (the device could not be reached: nothing was tried).
+    refund_attempt: bool = False
 
 
 def decide_failure(

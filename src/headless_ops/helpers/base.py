@@ -17,6 +17,7 @@ from headless_ops.domain.devices import DeviceStatus
 from headless_ops.domain.operations import OperationType
 
 __all__ = [
+    "DeferredError",
     "DeviceView",
     "Helper",
     "HelperError",
@@ -96,6 +97,26 @@ class PermanentError(HelperError):
     """A failure another attempt cannot fix (bad credentials, unsupported, refused)."""
 
     retryable = False
+
+
+class DeferredError(HelperError):
+    """The device cannot be reached now, through no fault of the operation: the attempt is
+    given back and the operation waits ``pending`` (with ``wait_reason``) until the device
+    shows up (its helper wakes it) or ``recheck_s`` passes. Its ``expires_at`` still holds."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        wait_reason: str = "device_unreachable",
+        recheck_s: float = 3600.0,
+    ) -> None:
+        super().__init__(code, message)
+        self.wait_reason = wait_reason
+        self.recheck_s = recheck_s
 
 
 @runtime_checkable

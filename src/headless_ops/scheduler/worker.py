@@ -24,7 +24,7 @@ from headless_ops.crypto import SecretBox
 from headless_ops.domain.lifecycle import Status
 from headless_ops.domain.operations import OperationType
 from headless_ops.domain.retry import Decision, decide_failure
-from headless_ops.helpers.base import DeviceView, HelperError, OperationContext
+from headless_ops.helpers.base import DeferredError, DeviceView, HelperError, OperationContext
 from headless_ops.helpers.registry import HelperRegistry
 from headless_ops.ids import new_id
 from headless_ops.scheduler import metrics
@@ -326,6 +326,8 @@ class Scheduler:
         try:
             async with asyncio.timeout(ctx.timeout_s):
                 result = await helper.execute(ctx)
+        except DeferredError as exc:
+            return self._deferred(running, exc)
         except HelperError as exc:
             return failure(exc.code, exc.message, exc.retryable)
         except TimeoutError:
@@ -356,6 +358,29 @@ class Scheduler:
             result=result,
             firmware_version=firmware if isinstance(firmware, str) else None,
         )
+
+    def _deferred(self, running: _Running, exc: DeferredError) -> Outcome:
+        """Back to ``pending`` without spending the attempt, until the device shows up (its
+        helper releases it), ``recheck_s`` passes, or the operation expires."""
+        op, ctx = running.claimed.op, running.context
+        now = self.clock()
+        if ctx.cancel.is_set():
+            decision = Decision(
+                Status.CANCELLED, error_code="cancelled", message="cancelled while waiting"
+            )
+            return Outcome(op.id, op.lease_version, op.attempts, decision)
+        run_after = now + timedelta(seconds=exc.recheck_s)
+        if op.expires_at is not None and run_after > op.expires_at:
+            run_after = op.expires_at  # the expiry sweep then fails it as `expired`
+        decision = Decision(
+            Status.PENDING,
+            run_after=run_after,
+            error_code=exc.code,
+            message=exc.message,
+            wait_reason=exc.wait_reason,
+            refund_attempt=True,
+        )
+        return Outcome(op.id, op.lease_version, op.attempts, decision)
 
     # -- leases ---------------------------------------------------------------------------
 

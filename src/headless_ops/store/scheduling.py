@@ -39,7 +39,15 @@ from headless_ops.store.operations import to_record
 from headless_ops.store.records import DeviceRecord
 from headless_ops.store.schema import devices, maintenance_windows, operation_events, operations
 
-__all__ = ["WAKE_CHANNEL", "Claimed", "Limits", "Outcome", "SchedulerStore", "window_from_row"]
+__all__ = [
+    "WAKE_CHANNEL",
+    "Claimed",
+    "Limits",
+    "Outcome",
+    "SchedulerStore",
+    "release_deferred",
+    "window_from_row",
+]
 
 #: PostgreSQL NOTIFY channel that wakes every worker.
 WAKE_CHANNEL = "headless_ops_wake"
@@ -641,12 +649,15 @@ class SchedulerStore:
             "error": error,
             "finished_at": now if terminal else None,
             "run_after": d.run_after or now,
-            "wait_reason": "backoff" if d.status is Status.SCHEDULED else None,
+            "wait_reason": d.wait_reason or ("backoff" if d.status is Status.SCHEDULED else None),
+            "refund": 1 if d.refund_attempt else 0,
         }
 
     def _outcome_event(self, now: datetime, outcome: Outcome) -> dict[str, Any]:
         d = outcome.decision
         event = "retry_scheduled" if d.status is Status.SCHEDULED else d.status.value
+        if d.refund_attempt:
+            event = "deferred"
         message = d.message
         if d.status is Status.SCHEDULED and d.run_after is not None:
             message = f"{d.message or ''}; next attempt at {d.run_after.isoformat()}".lstrip("; ")
@@ -662,6 +673,7 @@ class SchedulerStore:
 
     async def _write_outcome(self, conn: AsyncConnection, now: datetime, outcome: Outcome) -> bool:
         values = self._outcome_values(now, outcome)
+        refund = values.pop("refund")
         result = await conn.execute(
             update(operations)
             .where(
@@ -669,7 +681,13 @@ class SchedulerStore:
                 o.lease_version == outcome.lease_version,
                 _IS_RUNNING,
             )
-            .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
+            .values(
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+                attempts=o.attempts - refund,
+                **values,
+            )
         )
         return bool(result.rowcount)
 
@@ -713,6 +731,7 @@ class SchedulerStore:
                         finished_at=bindparam("b_finished_at"),
                         run_after=bindparam("b_run_after"),
                         wait_reason=bindparam("b_wait_reason"),
+                        attempts=o.attempts - bindparam("b_refund"),
                         lease_owner=None,
                         lease_expires_at=None,
                         updated_at=now,
@@ -980,3 +999,22 @@ class _LimitCounter:
             if value is not None:
                 self.by_label[(key, value)] = self.by_label.get((key, value), 0) + 1
         return None
+
+
+async def release_deferred(
+    conn: AsyncConnection, tenant_id: str, device_id: str, now: datetime, reason: str
+) -> int:
+    """Make a device's operations deferred for ``reason`` (its helper could not reach it) due
+    now: the device has shown up. Returns how many."""
+    result = await conn.execute(
+        update(operations)
+        .where(
+            _IS_WAITING,
+            o.tenant_id == tenant_id,
+            o.device_id == device_id,
+            o.status == _status_literal(Status.PENDING),
+            o.wait_reason == reason,
+        )
+        .values(run_after=now, updated_at=now)
+    )
+    return int(result.rowcount or 0)
