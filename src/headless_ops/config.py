@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -115,6 +115,41 @@ class Settings(BaseSettings):
     ssh_reboot_wait_s: float = Field(default=600.0, gt=0)
     ssh_reboot_poll_s: float = Field(default=5.0, gt=0)
 
+    #: TR-069 ACS (the cwmp helper): its own listener, where CPEs connect.
+    cwmp_enabled: bool = True
+    cwmp_host: str = "127.0.0.1"
+    cwmp_port: int = Field(default=7547, ge=0, le=65535)
+    cwmp_path: str = "/"
+    #: How CPEs reach the ACS, for the URLs of downloads and uploads (empty: from host/port).
+    cwmp_public_url: str = ""
+    #: HTTPS when both are given (then Basic auth is offered; Digest on plain HTTP).
+    cwmp_tls_cert: Path | None = None
+    cwmp_tls_key: Path | None = None
+    #: An unknown CPE is registered into the inventory (of ``cwmp_tenant``), or refused.
+    cwmp_auto_register: bool = True
+    cwmp_tenant: str = "default"
+    #: Shared CPE credentials (per-device ones are the device's cpe_username/cpe_password);
+    #: when neither is set for a CPE, it is not challenged.
+    cwmp_username: str = ""
+    cwmp_password: str = Field(default="", repr=False)
+    cwmp_auth: Literal["auto", "basic", "digest"] = "auto"
+    #: Session inactivity timeout; largest envelope accepted.
+    cwmp_session_timeout_s: float = Field(default=30.0, gt=0)
+    cwmp_max_envelope_bytes: int = Field(default=1024 * 1024, ge=32768)
+    #: Connection requests: timeout; how long to wait for the session that should follow;
+    #: when an unreachable CPE's waiting operations are tried again at the latest.
+    cwmp_connection_request_timeout_s: float = Field(default=3.0, gt=0)
+    cwmp_session_wait_s: float = Field(default=30.0, gt=0)
+    cwmp_recheck_s: float = Field(default=3600.0, gt=0)
+    #: Waiting for a TransferComplete after a Download/Upload, and for the BOOT after a
+    #: Reboot or FactoryReset.
+    cwmp_transfer_timeout_s: float = Field(default=3600.0, gt=0)
+    cwmp_boot_timeout_s: float = Field(default=600.0, gt=0)
+    #: After a session's last operation, how long it stays open for another that falls due.
+    cwmp_session_linger_s: float = Field(default=0.3, ge=0)
+    #: Sessions at once in one ACS process (beyond: 503 with Retry-After).
+    cwmp_max_sessions: int = Field(default=10000, ge=1)
+
     #: Extra helpers to load, ``module:attribute`` separated by commas (besides entry points).
     helpers: str = ""
 
@@ -148,6 +183,15 @@ class Settings(BaseSettings):
         """Resolved folders ``file://`` backups may be written under."""
         roots = self.backup_file_roots or [self.data_dir / "backups"]
         return [r.resolve() for r in roots]
+
+    @property
+    def cwmp_base_url(self) -> str:
+        """The ACS's URL as CPEs reach it (downloads and uploads are under it)."""
+        if self.cwmp_public_url:
+            return self.cwmp_public_url.rstrip("/")
+        scheme = "https" if self.cwmp_tls_cert and self.cwmp_tls_key else "http"
+        host = "127.0.0.1" if self.cwmp_host in ("0.0.0.0", "::", "") else self.cwmp_host
+        return f"{scheme}://{host}:{self.cwmp_port}"
 
     def retry_policy(self) -> RetryPolicy:
         """The retry policy these settings describe."""

@@ -62,7 +62,14 @@ class Runtime:
         self.templates = TemplateStore(self.db)
         self.backups = BackupStore(self.db, self.settings)
         self.resources = HelperResources(
-            self.settings, self.firmware, self.templates, self.backups, self.devices
+            self.settings,
+            self.firmware,
+            self.templates,
+            self.backups,
+            self.devices,
+            self.db,
+            self.box,
+            self.hasher,
         )
         for helper in self.registry:
             if isinstance(helper, BindableHelper):

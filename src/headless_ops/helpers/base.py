@@ -72,6 +72,8 @@ class OperationContext:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     #: Facts the helper learned on the way (e.g. reported firmware version).
     facts: dict[str, Any] = field(default_factory=dict)
+    #: The operation's priority rank (lower runs first).
+    priority: int = 0
 
 
 class HelperError(Exception):

@@ -10,7 +10,9 @@ if TYPE_CHECKING:
     from headless_ops.artifacts.firmware import FirmwareRepository
     from headless_ops.artifacts.templates import TemplateStore
     from headless_ops.config import Settings
+    from headless_ops.crypto import SecretBox, TokenHasher
     from headless_ops.services.devices import DeviceService
+    from headless_ops.store.db import Database
 
 __all__ = ["BindableHelper", "HelperResources"]
 
@@ -24,6 +26,9 @@ class HelperResources:
     templates: TemplateStore
     backups: BackupStore
     devices: DeviceService
+    db: Database
+    box: SecretBox
+    hasher: TokenHasher
 
 
 @runtime_checkable

@@ -239,6 +239,7 @@ class Scheduler:
             max_attempts=op.max_attempts,
             device=device,  # type: ignore[arg-type]  # None is handled before the helper runs
             timeout_s=self.settings.operation_timeout(op.operation_type),
+            priority=op.priority,
         )
         if op.cancel_requested:
             context.cancel.set()

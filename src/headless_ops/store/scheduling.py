@@ -97,6 +97,7 @@ class LeasedOperation:
     scheduled_at: datetime
     expires_at: datetime | None
     cancel_requested: bool
+    priority: int = 0
 
 
 _LEASED_COLUMNS = [getattr(operations.c, f.name) for f in fields(LeasedOperation)]

@@ -24,6 +24,8 @@ __all__ = [
     "api_tokens",
     "backups",
     "config_templates",
+    "cwmp_devices",
+    "cwmp_jobs",
     "devices",
     "firmware_images",
     "idempotency_keys",
@@ -264,4 +266,61 @@ backups = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("tenant_id", "id"),
     Index("ix_backups_tenant_id_device_id_created_at", "tenant_id", "device_id", "created_at"),
+)
+
+#: What the ACS knows of each TR-069 CPE, by its device key (``OUI-ProductClass-Serial``):
+#: the identity it informs with, where to send connection requests, what it last reported.
+cwmp_devices = Table(
+    "cwmp_devices",
+    metadata,
+    Column("device_key", String(200), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("device_id", String(80), nullable=False),
+    Column("oui", String(6), nullable=False),
+    Column("product_class", String(64), nullable=False),
+    Column("serial_number", String(64), nullable=False),
+    Column("manufacturer", String(64), nullable=True),
+    # "Device." (TR-181) or "InternetGatewayDevice." (TR-098), from the Inform's parameters.
+    Column("root", String(32), nullable=True),
+    # The cwmp namespace URI the CPE speaks (it is answered in the same one).
+    Column("cwmp_ns", String(64), nullable=True),
+    Column("connection_request_url", Text, nullable=True),
+    Column("software_version", String(128), nullable=True),
+    Column("hardware_version", String(128), nullable=True),
+    Column("uptime_s", BigInteger, nullable=True),
+    Column("parameter_key", String(64), nullable=True),
+    Column("last_events", JsonType, nullable=True),
+    Column("last_inform_at", UtcDateTime(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("tenant_id", "device_id"),
+)
+
+#: One attempt of an operation on a CWMP device, as the ACS runs it: queued by the helper
+#: (in whichever worker claimed the operation), run by whichever ACS process holds the CPE's
+#: session, and finished there or when a later session brings its completion event.
+cwmp_jobs = Table(
+    "cwmp_jobs",
+    metadata,
+    Column("operation_id", String(40), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("device_id", String(80), nullable=False),
+    Column("device_key", String(200), nullable=False),
+    Column("operation_type", String(32), nullable=False),
+    Column("parameters", JsonType, nullable=False),
+    Column("priority", Integer, nullable=False),
+    # queued → started → (waiting: for a BOOT / TransferComplete) → done
+    Column("state", String(16), nullable=False),
+    Column("command_key", String(32), nullable=True, unique=True),
+    # Per-transfer URL token and credentials (HA1 of Digest: never the password).
+    Column("transfer_token", String(64), nullable=True, unique=True),
+    Column("transfer_username", String(64), nullable=True),
+    Column("transfer_ha1", String(64), nullable=True),
+    Column("progress", JsonType, nullable=True),
+    Column("result", JsonType, nullable=True),
+    Column("error", JsonType, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("operation_id", "attempt"),
+    Index("ix_cwmp_jobs_device_key_state", "device_key", "state"),
 )

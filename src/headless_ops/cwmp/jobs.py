@@ -1,0 +1,427 @@
+"""What each operation type does inside a CWMP session: the RPCs, and what the result says.
+
+A program runs with a :class:`JobContext` (``rpc()`` sends one ACS request and returns the
+CPE's response) and ends :class:`Finished` — or :class:`Waiting` for an event of a later
+session (the BOOT after a Reboot, the TransferComplete of a Download or Upload), which the
+ACS matches by CommandKey. Failures are the helper contract's typed errors, CWMP faults
+classified as the reference's fault table says.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from headless_ops.artifacts.templates import RenderError, device_facts, render_context
+from headless_ops.cwmp import soap
+from headless_ops.helpers.base import (
+    DeviceView,
+    HelperError,
+    PermanentError,
+    RetryableError,
+)
+from headless_ops.helpers.resources import HelperResources
+
+__all__ = [
+    "PROGRAMS",
+    "CpeView",
+    "Finished",
+    "JobContext",
+    "RpcFault",
+    "Waiting",
+    "fault_error",
+    "new_command_key",
+    "wire_value",
+]
+
+GPV_BATCH = 32
+_XSD = {
+    "string": "xsd:string",
+    "int": "xsd:int",
+    "unsignedInt": "xsd:unsignedInt",
+    "long": "xsd:long",
+    "unsignedLong": "xsd:unsignedLong",
+    "boolean": "xsd:boolean",
+    "dateTime": "xsd:dateTime",
+    "base64": "xsd:base64Binary",
+    "hexBinary": "xsd:hexBinary",
+}
+
+
+@dataclass
+class CpeView:
+    """What the ACS knows of the CPE in session."""
+
+    device_key: str
+    tenant_id: str
+    device_id: str
+    root: str
+    software_version: str | None
+    product_class: str
+    oui: str
+    serial_number: str
+
+
+class RpcFault(Exception):
+    """The CPE answered a request with a CWMP fault."""
+
+    def __init__(self, method: str, fault: soap.CwmpFault) -> None:
+        super().__init__(f"{method}: fault {fault.code}")
+        self.method = method
+        self.fault = fault
+
+
+@dataclass
+class Finished:
+    """The operation's attempt is over, with this result."""
+
+    result: dict[str, Any]
+
+
+@dataclass
+class Waiting:
+    """Waiting for a later event: ``kind`` is ``boot``, ``bootstrap``, ``transfer``."""
+
+    kind: str
+    command_key: str | None
+    progress: dict[str, Any] = field(default_factory=dict)
+
+
+class JobContext(Protocol):
+    """What a program may use."""
+
+    operation_id: str
+    attempt: int
+    operation_type: str
+    parameters: dict[str, Any]
+    cpe: CpeView
+    resources: HelperResources
+
+    async def rpc(self, request: soap.Message) -> soap.Message:
+        """Send one ACS request; the CPE's response (a fault raises :class:`RpcFault`)."""
+        ...
+
+    async def device(self) -> DeviceView:
+        """The inventory device (public and secret connection fields)."""
+        ...
+
+    async def transfer(
+        self, kind: str, filename: str, image_id: str | None = None
+    ) -> tuple[str, str, str]:
+        """A per-transfer URL with fresh credentials, recorded on the job before the CPE can
+        use them: ``(url, username, password)``."""
+        ...
+
+
+def new_command_key() -> str:
+    """A CommandKey unique per attempt (string(32))."""
+    return "ho" + secrets.token_hex(12)
+
+
+def wire_value(value: object) -> str:
+    """A JSON value as CWMP wire text (booleans as ``true``/``false``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def fault_error(method: str, fault: soap.CwmpFault) -> HelperError:
+    """A CWMP fault as the operation's error, classified per the reference's table."""
+    text = fault.string or soap.FAULT_STRINGS.get(fault.code, "")
+    message = f"{method}: CWMP fault {fault.code} {text}".rstrip()
+    if fault.set_parameter_values_faults:
+        message += " — " + "; ".join(
+            f"{f.name}: {f.code} {f.string}".rstrip() for f in fault.set_parameter_values_faults
+        )
+    kind = soap.fault_class(fault.code)
+    code = f"cwmp_fault_{fault.code}"
+    if kind == "permanent":
+        return PermanentError(code, message)
+    return RetryableError(code, message)
+
+
+def _check(response: soap.Message, expected: type) -> Any:
+    if not isinstance(response, expected):
+        raise RetryableError(
+            "invalid_response",
+            f"the CPE answered {type(response).__name__} to a {expected.__name__.removesuffix('Response')}",
+        )
+    return response
+
+
+async def _gpv(ctx: JobContext, names: list[str]) -> list[soap.ParameterValue]:
+    """GetParameterValues in batches; a batch the CPE finds too big (9004) is split."""
+    out: list[soap.ParameterValue] = []
+    for start in range(0, len(names), GPV_BATCH):
+        out.extend(await _gpv_batch(ctx, names[start : start + GPV_BATCH]))
+    return out
+
+
+async def _gpv_batch(ctx: JobContext, names: list[str]) -> list[soap.ParameterValue]:
+    try:
+        response = await ctx.rpc(soap.GetParameterValues(names=names))
+    except RpcFault as exc:
+        if exc.fault.code == 9004 and len(names) > 1:
+            half = len(names) // 2
+            return await _gpv_batch(ctx, names[:half]) + await _gpv_batch(ctx, names[half:])
+        raise fault_error("GetParameterValues", exc.fault) from None
+    return list(_check(response, soap.GetParameterValuesResponse).parameters)
+
+
+def _typed(values: list[soap.ParameterValue]) -> dict[str, dict[str, str]]:
+    return {v.name: {"value": v.value, "type": v.type.removeprefix("xsd:")} for v in values}
+
+
+async def get_parameters(ctx: JobContext) -> Finished:
+    """GetParameterValues of the names (partial paths allowed); values with their types."""
+    values = await _gpv(ctx, list(ctx.parameters["names"]))
+    return Finished({"parameters": _typed(values)})
+
+
+async def _spv(ctx: JobContext, values: list[soap.ParameterValue]) -> tuple[int, str]:
+    key = ctx.operation_id[-32:]
+    try:
+        response = await ctx.rpc(soap.SetParameterValues(parameters=values, parameter_key=key))
+    except RpcFault as exc:
+        raise fault_error("SetParameterValues", exc.fault) from None
+    return _check(response, soap.SetParameterValuesResponse).status, key
+
+
+async def set_parameters(ctx: JobContext) -> Finished:
+    """SetParameterValues with typed values and a ParameterKey. A retry first re-reads: the
+    last attempt's change may have been applied though its response was lost."""
+    wanted = [
+        soap.ParameterValue(
+            v["name"], wire_value(v["value"]), _XSD.get(v.get("type", "string"), "xsd:string")
+        )
+        for v in ctx.parameters["values"]
+    ]
+    if ctx.attempt > 1:
+        current = {v.name: v.value for v in await _gpv(ctx, [w.name for w in wanted])}
+        if all(current.get(w.name) == w.value for w in wanted):
+            return Finished(
+                {"status": 0, "already_applied": True, "values": {w.name: w.value for w in wanted}}
+            )
+    status, key = await _spv(ctx, wanted)
+    return Finished(
+        {
+            "status": status,
+            "reboot_required": status == 1,
+            "parameter_key": key,
+            "values": {w.name: w.value for w in wanted},
+        }
+    )
+
+
+async def add_object(ctx: JobContext) -> Finished:
+    """AddObject: the new instance's number and the CPE's status."""
+    name = str(ctx.parameters["object_name"])
+    try:
+        response = await ctx.rpc(
+            soap.AddObject(object_name=name, parameter_key=ctx.operation_id[-32:])
+        )
+    except RpcFault as exc:
+        raise fault_error("AddObject", exc.fault) from None
+    added = _check(response, soap.AddObjectResponse)
+    return Finished(
+        {
+            "instance_number": added.instance_number,
+            "object": f"{name}{added.instance_number}.",
+            "status": added.status,
+        }
+    )
+
+
+async def delete_object(ctx: JobContext) -> Finished:
+    """DeleteObject; on a retry, an instance already gone counts as deleted."""
+    name = str(ctx.parameters["object_name"])
+    try:
+        response = await ctx.rpc(
+            soap.DeleteObject(object_name=name, parameter_key=ctx.operation_id[-32:])
+        )
+    except RpcFault as exc:
+        if exc.fault.code == 9005 and ctx.attempt > 1:
+            return Finished({"status": 0, "already_deleted": True})
+        raise fault_error("DeleteObject", exc.fault) from None
+    return Finished({"status": _check(response, soap.DeleteObjectResponse).status})
+
+
+async def reboot(ctx: JobContext) -> Waiting:
+    """Reboot; completed when the CPE comes back with ``1 BOOT`` / ``M Reboot``."""
+    key = new_command_key()
+    try:
+        _check(await ctx.rpc(soap.Reboot(command_key=key)), soap.RebootResponse)
+    except RpcFault as exc:
+        raise fault_error("Reboot", exc.fault) from None
+    return Waiting("boot", key, {"previous_version": ctx.cpe.software_version})
+
+
+async def factory_reset(ctx: JobContext) -> Waiting:
+    """FactoryReset; completed when the CPE comes back with ``0 BOOTSTRAP``."""
+    try:
+        _check(await ctx.rpc(soap.FactoryReset()), soap.FactoryResetResponse)
+    except RpcFault as exc:
+        raise fault_error("FactoryReset", exc.fault) from None
+    return Waiting("bootstrap", new_command_key(), {"previous_version": ctx.cpe.software_version})
+
+
+async def firmware_update(ctx: JobContext) -> Finished | Waiting:
+    """Download of the repository's image; completed on TransferComplete and a matching
+    SoftwareVersion (checked when the CPE next reports it)."""
+    target = str(ctx.parameters["firmware_version"])
+    current = ctx.cpe.software_version
+    if current == target and not ctx.parameters.get("force", False):
+        return Finished(
+            {
+                "skipped": True,
+                "reason": f"the CPE already runs {target}",
+                "firmware_version": current,
+            }
+        )
+    image = await ctx.resources.firmware.find(ctx.cpe.tenant_id, target, ctx.cpe.product_class)
+    if image is None:
+        raise PermanentError(
+            "firmware_not_found",
+            f"the firmware repository has no image of version {target} for product class "
+            f"{ctx.cpe.product_class or 'any'}",
+        )
+    url, username, password = await ctx.transfer("firmware", image.filename, image.id)
+    key = new_command_key()
+    request = soap.Download(
+        command_key=key,
+        file_type="1 Firmware Upgrade Image",
+        url=url,
+        username=username,
+        password=password,
+        file_size=image.size,
+        target_file_name=image.filename,
+    )
+    try:
+        response = _check(await ctx.rpc(request), soap.DownloadResponse)
+    except RpcFault as exc:
+        raise fault_error("Download", exc.fault) from None
+    progress = {
+        "previous_version": current,
+        "image_id": image.id,
+        "sha256": image.sha256,
+        "target": target,
+        "download_status": response.status,
+    }
+    return Waiting("transfer", key, progress)
+
+
+async def configuration_sync(ctx: JobContext) -> Finished:
+    """A ``parameters`` template rendered for the device and applied with SetParameterValues;
+    paths with ``{i}`` create an instance first (AddObject). The result lists what changed."""
+    name = str(ctx.parameters["config_template"])
+    template = await ctx.resources.templates.get(ctx.cpe.tenant_id, name)
+    if template is None:
+        raise PermanentError("template_not_found", f"no configuration template named {name!r}")
+    device = await ctx.device()
+    facts = {"software_version": ctx.cpe.software_version, "root": ctx.cpe.root}
+    context = render_context(
+        device_facts(device), facts, dict(ctx.parameters.get("variables") or {})
+    )
+    try:
+        rendered = template.render_parameters(context)
+    except RenderError as exc:
+        raise PermanentError("template_error", str(exc)) from None
+    added: dict[str, str] = {}
+    values: list[soap.ParameterValue] = []
+    for item in rendered:
+        path = str(item["name"])
+        if "{i}" in path:
+            table = path.split("{i}", 1)[0]
+            if table not in added:
+                response = await _add(ctx, table)
+                added[table] = f"{table}{response}."
+            path = path.replace(f"{table}{{i}}.", added[table], 1)
+        values.append(
+            soap.ParameterValue(
+                path, wire_value(item["value"]), _XSD.get(str(item["type"]), "xsd:string")
+            )
+        )
+    existing = [v for v in values if not any(v.name.startswith(a) for a in added.values())]
+    before = (
+        {v.name: v.value for v in await _gpv(ctx, [v.name for v in existing])} if existing else {}
+    )
+    changes = [v for v in values if before.get(v.name) != v.value]
+    status = 0
+    if changes:
+        status, _ = await _spv(ctx, changes)
+    return Finished(
+        {
+            "template": name,
+            "changed": [
+                {"name": v.name, "before": before.get(v.name), "after": v.value} for v in changes
+            ],
+            "unchanged": len(values) - len(changes),
+            "added_objects": sorted(added.values()),
+            "status": status,
+            "reboot_required": status == 1,
+        }
+    )
+
+
+async def _add(ctx: JobContext, table: str) -> int:
+    try:
+        response = await ctx.rpc(
+            soap.AddObject(object_name=table, parameter_key=ctx.operation_id[-32:])
+        )
+    except RpcFault as exc:
+        raise fault_error("AddObject", exc.fault) from None
+    return int(_check(response, soap.AddObjectResponse).instance_number)
+
+
+async def backup_configuration(ctx: JobContext) -> Finished | Waiting:
+    """Upload of the vendor configuration file to the ACS; when the CPE faults the Upload,
+    a dump of every parameter (GetParameterValues of the root) instead."""
+    url, username, password = await ctx.transfer("upload", "config")
+    key = new_command_key()
+    request = soap.Upload(
+        command_key=key,
+        file_type="1 Vendor Configuration File",
+        url=url,
+        username=username,
+        password=password,
+    )
+    try:
+        response = _check(await ctx.rpc(request), soap.UploadResponse)
+    except RpcFault as exc:
+        dump = await _gpv(ctx, [ctx.cpe.root])
+        text = "".join(f"{v.name}\t{v.type}\t{v.value}\n" for v in dump).encode()
+        saved = await _save_backup(ctx, text, "parameter_dump")
+        saved["upload_fault"] = f"{exc.fault.code} {exc.fault.string}".strip()
+        return Finished(saved)
+    return Waiting("transfer", key, {"upload_status": response.status})
+
+
+async def _save_backup(ctx: JobContext, data: bytes, method: str) -> dict[str, Any]:
+    params = ctx.parameters
+    return await ctx.resources.backups.save(
+        tenant_id=ctx.cpe.tenant_id,
+        device_id=ctx.cpe.device_id,
+        operation_id=ctx.operation_id,
+        data=data,
+        location=str(params["backup_location"]),
+        compression=bool(params.get("compression", False)),
+        retention_days=params.get("retention_days"),
+        method=method,
+    )
+
+
+Program = Callable[[JobContext], Awaitable[Finished | Waiting]]
+
+PROGRAMS: dict[str, Program] = {
+    "get_parameters": get_parameters,
+    "set_parameters": set_parameters,
+    "add_object": add_object,
+    "delete_object": delete_object,
+    "reboot": reboot,
+    "factory_reset": factory_reset,
+    "firmware_update": firmware_update,
+    "configuration_sync": configuration_sync,
+    "backup_configuration": backup_configuration,
+}
