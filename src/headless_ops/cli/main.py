@@ -96,9 +96,17 @@ def _serve(settings: Settings, demo: bool, *, scheduler: bool = True) -> None:
     import uvicorn
 
     from headless_ops.api.app import create_app, run_scheduler
+    from headless_ops.cwmp.acs import run_acs
 
-    app_ = create_app(runtime, background=[run_scheduler] if scheduler else [])
+    background = [run_scheduler, run_acs] if scheduler else []
+    if scheduler and demo:
+        from headless_ops.simulator.demo import run_demo_fleet
+
+        background.append(run_demo_fleet)
+    app_ = create_app(runtime, background=background)
     typer.echo(f"scheduler:         {'embedded' if scheduler else 'off (run headless-ops worker)'}")
+    if scheduler and settings.cwmp_enabled:
+        typer.echo(f"TR-069 ACS:        {settings.cwmp_base_url}{settings.cwmp_path}")
     config = uvicorn.Config(
         app_,
         host=settings.host,
@@ -176,6 +184,51 @@ async def _worker(settings: Settings, burst: bool) -> None:
         await scheduler.run(stop)
     finally:
         await runtime.close()
+
+
+@app.command()
+def acs(data_dir: DataDir = None) -> None:
+    """Run the TR-069 ACS alone (CPE sessions on HEADLESS_OPS_CWMP_HOST/_PORT); several
+    behind a load balancer share a PostgreSQL database with the workers."""
+    settings = make_settings(data_dir=data_dir)
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.is_sqlite:
+        upgrade(settings)
+    asyncio.run(_acs(settings))
+
+
+async def _acs(settings: Settings) -> None:
+    import signal
+
+    from headless_ops.cwmp.acs import run_acs
+
+    runtime = Runtime.from_settings(settings)
+    try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        typer.echo(f"TR-069 ACS: {settings.cwmp_base_url}{settings.cwmp_path}")
+        await run_acs(runtime, stop)
+    finally:
+        await runtime.close()
+
+
+@app.command()
+def simulate(
+    acs_url: Annotated[str, typer.Option("--acs", help="The ACS URL CPEs inform")],
+    count: Annotated[int, typer.Option(help="How many CPEs")] = 10,
+    model: Annotated[str, typer.Option(help="tr098, tr181 or mixed")] = "tr098",
+    periodic: Annotated[float, typer.Option(help="Periodic inform interval, seconds (0: off)")] = 300.0,
+    acs_username: Annotated[str | None, typer.Option(help="CPE credentials at the ACS")] = None,
+    acs_password: Annotated[str | None, typer.Option(help="CPE credentials at the ACS")] = None,
+    cr_host: Annotated[str, typer.Option(help="Address of the CPEs' connection-request listeners")] = "127.0.0.1",
+    serial_prefix: Annotated[str, typer.Option(help="Serial numbers are <prefix><n>")] = "SIM",
+) -> None:
+    """Run a simulated TR-069 CPE fleet against an ACS (real CWMP over HTTP)."""
+    from headless_ops.simulator.cli import simulate as run
+
+    run(acs_url, count, model, periodic or None, acs_username, acs_password, cr_host, serial_prefix)
 
 
 @app.command()

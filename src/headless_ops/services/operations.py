@@ -86,6 +86,10 @@ class OperationService:
         for listener in self.listeners:
             listener()
 
+    def notify_listeners(self) -> None:
+        """Tell this process's scheduler that operations changed (e.g. a CPE showed up)."""
+        self._changed()
+
     async def _notify_workers(self, conn: AsyncConnection) -> None:
         # Other processes' schedulers LISTEN on this channel (PostgreSQL only).
         if self.db.dialect == "postgresql":

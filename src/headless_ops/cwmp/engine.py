@@ -1,0 +1,770 @@
+"""The ACS's session engine: CWMP sessions, the CPEs they identify, the jobs they run.
+
+One :class:`AcsEngine` per ACS process. A session follows the reference's state machine —
+Inform, then the CPE's own requests, then (after its empty POST) the ACS's requests, one
+outstanding at a time — keyed by its cookie, falling back to the TCP connection for CPEs
+that drop cookies. An Inform always opens a new session (and ends the CPE's previous one).
+
+Work reaches a session through the ``cwmp_jobs`` table: the helper (in whichever worker
+claimed the operation) queues a job and asks the CPE to connect; the session that CPE opens
+— in whichever ACS process — takes the job, runs its program, and writes the outcome back
+for the helper. Jobs that wait for a later event (a Reboot's BOOT, a Download's
+TransferComplete) are finished by the session that brings it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy import func, select
+
+from headless_ops.auth.tokens import ensure_tenant
+from headless_ops.config import Settings
+from headless_ops.cwmp import soap
+from headless_ops.cwmp.auth import Credentials, DigestVerifier, ha1
+from headless_ops.cwmp.jobs import (
+    PROGRAMS,
+    CpeView,
+    Finished,
+    RpcFault,
+    Waiting,
+    fault_error,
+)
+from headless_ops.cwmp.store import CwmpStore, JobState
+from headless_ops.errors import Conflict
+from headless_ops.helpers.base import DeviceView, HelperError, PermanentError, RetryableError
+from headless_ops.helpers.resources import HelperResources
+from headless_ops.services.devices import device_view
+from headless_ops.store.scheduling import WAKE_CHANNEL, release_deferred
+from headless_ops.timeutil import utcnow
+
+__all__ = ["AcsEngine", "Reply", "Session", "SessionLost"]
+
+log = structlog.get_logger(__name__)
+
+COOKIE = "session"
+_SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
+_CPE_METHODS = ["Inform", "GetRPCMethods", "TransferComplete", "AutonomousTransferComplete"]
+
+
+class SessionLost(Exception):
+    """The session ended while a job waited for the CPE's answer."""
+
+
+@dataclass
+class Reply:
+    """An HTTP answer to a CPE."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Session:
+    """One CWMP session with one CPE."""
+
+    id: str
+    cpe: CpeView
+    cwmp_ns: str
+    conn_key: str
+    #: 1: the CPE's requests; 2: the ACS's requests (after the CPE's empty POST).
+    state: int = 1
+    last_seen: float = field(default_factory=time.monotonic)
+    ended: bool = False
+    events: list[str] = field(default_factory=list)
+    outgoing: asyncio.Queue[soap.Message] = field(default_factory=asyncio.Queue)
+    reply: tuple[str, str, asyncio.Future[soap.Message]] | None = None
+    job: asyncio.Task[None] | None = None
+    jobs_run: int = 0
+    lingered: bool = False
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    rpc_count: int = 0
+
+    def end(self) -> None:
+        """Mark it over; a job waiting for the CPE's answer gets :class:`SessionLost`."""
+        self.ended = True
+        if self.reply is not None and not self.reply[2].done():
+            self.reply[2].set_exception(SessionLost("the CWMP session ended"))
+        self.wakeup.set()
+
+
+class _JobContext:
+    """What a job program sees, bound to one session."""
+
+    def __init__(self, engine: AcsEngine, session: Session, job: Any) -> None:
+        self.engine = engine
+        self.session = session
+        self.operation_id: str = job.operation_id
+        self.attempt: int = job.attempt
+        self.operation_type: str = job.operation_type
+        self.parameters: dict[str, Any] = dict(job.parameters)
+        self.cpe = session.cpe
+        self.resources = engine.resources
+
+    async def rpc(self, request: soap.Message) -> soap.Message:
+        session = self.session
+        if session.ended:
+            raise SessionLost("the CWMP session ended")
+        session.rpc_count += 1
+        rpc_id = f"{session.id[:8]}.{session.rpc_count}"
+        future: asyncio.Future[soap.Message] = asyncio.get_running_loop().create_future()
+        session.reply = (rpc_id, type(request).__name__, future)
+        await session.outgoing.put(request)
+        response = await future
+        if isinstance(response, soap.CwmpFault):
+            raise RpcFault(type(request).__name__, response)
+        return response
+
+    async def device(self) -> DeviceView:
+        record = await self.engine.resources.devices.get(self.cpe.tenant_id, self.cpe.device_id)
+        return device_view(record, self.engine.resources.box)
+
+    async def transfer(
+        self, kind: str, filename: str, image_id: str | None = None
+    ) -> tuple[str, str, str]:
+        token = secrets.token_urlsafe(24)
+        username = "t" + secrets.token_hex(6)
+        password = secrets.token_urlsafe(18)
+        progress: dict[str, Any] = {"transfer": kind}
+        if image_id is not None:
+            progress["image_id"] = image_id
+        await self.engine.store.transition(
+            self.operation_id,
+            self.attempt,
+            from_states=(JobState.STARTED,),
+            now=utcnow(),
+            transfer_token=token,
+            transfer_username=username,
+            transfer_ha1=ha1(username, password),
+            progress=progress,
+        )
+        base = self.engine.settings.cwmp_base_url
+        path = "firmware" if kind == "firmware" else "upload"
+        return f"{base}/{path}/{token}/{filename}", username, password
+
+
+class AcsEngine:
+    """Sessions, CPE identification and job execution of one ACS process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        resources: HelperResources,
+        *,
+        wake_scheduler: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.resources = resources
+        self.store = CwmpStore(resources.db)
+        self.verifier = DigestVerifier(resources.hasher.hash("headless-ops cwmp nonces").encode())
+        self.wake_scheduler = wake_scheduler
+        self.sessions: dict[str, Session] = {}
+        self.by_conn: dict[str, Session] = {}
+        self.by_device: dict[str, Session] = {}
+        #: (operation id, attempt) → set when the job changes, for helpers in this process.
+        self.job_changed: dict[tuple[str, int], asyncio.Event] = {}
+        #: device key → set when its latest Inform has been recorded (status refresh).
+        self.informed: dict[str, asyncio.Event] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self.tls = bool(settings.cwmp_tls_cert and settings.cwmp_tls_key)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the idle-session sweeper."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def close(self) -> None:
+        """End every session and stop the sweeper."""
+        for session in list(self.sessions.values()):
+            await self._end(session)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(min(5.0, self.settings.cwmp_session_timeout_s / 3))
+            cutoff = time.monotonic() - self.settings.cwmp_session_timeout_s
+            for session in list(self.sessions.values()):
+                if session.last_seen < cutoff:
+                    log.info("cwmp session timed out", device_key=session.cpe.device_key)
+                    await self._end(session)
+
+    async def _end(self, session: Session) -> None:
+        session.end()
+        self.sessions.pop(session.id, None)
+        if self.by_conn.get(session.conn_key) is session:
+            del self.by_conn[session.conn_key]
+        if self.by_device.get(session.cpe.device_key) is session:
+            del self.by_device[session.cpe.device_key]
+        if session.job is not None and not session.job.done():
+            with contextlib.suppress(asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(asyncio.shield(session.job), 5)
+
+    def in_session(self, device_key: str) -> bool:
+        """Whether this process holds a live session with the CPE."""
+        session = self.by_device.get(device_key)
+        return session is not None and not session.ended
+
+    def job_queued(self, device_key: str) -> None:
+        """A job was queued for the CPE: a live session here picks it up."""
+        session = self.by_device.get(device_key)
+        if session is not None:
+            session.wakeup.set()
+
+    def _job_event(self, operation_id: str, attempt: int) -> None:
+        event = self.job_changed.get((operation_id, attempt))
+        if event is not None:
+            event.set()
+
+    # -- HTTP entry point --------------------------------------------------------------
+
+    async def handle(
+        self,
+        body: bytes,
+        *,
+        content_type: str | None,
+        authorization: str | None,
+        cookie: str | None,
+        conn_key: str,
+    ) -> Reply:
+        """Answer one POST from a CPE."""
+        try:
+            envelope = soap.parse(
+                body, content_type=content_type, max_bytes=self.settings.cwmp_max_envelope_bytes
+            )
+        except soap.SoapError as exc:
+            log.warning("cwmp envelope refused", reason=str(exc), conn=conn_key)
+            return Reply(exc.status, str(exc).encode(), {"Connection": "close"})
+        message = envelope.body
+        session = self.sessions.get(cookie) if cookie else None
+        if session is None or session.ended:
+            session = self.by_conn.get(conn_key)
+        if isinstance(message, soap.Inform):
+            if session is not None:
+                await self._end(session)
+            return await self._inform(envelope, message, authorization, conn_key)
+        if session is None or session.ended:
+            if message is None:
+                return Reply(204, headers={"Connection": "close"})  # a stray empty POST
+            return Reply(
+                400, b"no session: a session starts with an Inform", {"Connection": "close"}
+            )
+        session.last_seen = time.monotonic()
+        if session.state == 1:
+            if message is None:
+                session.state = 2
+                return await self._next_request(session)
+            return await self._cpe_request(session, envelope, message)
+        # state 2: a response (or fault) to the ACS's outstanding request
+        if message is not None:
+            self._deliver(session, envelope, message)
+        return await self._next_request(session)
+
+    # -- Inform ------------------------------------------------------------------------
+
+    async def _inform(
+        self,
+        envelope: soap.Envelope,
+        inform: soap.Inform,
+        authorization: str | None,
+        conn_key: str,
+    ) -> Reply:
+        if len(self.sessions) >= self.settings.cwmp_max_sessions:
+            return Reply(503, b"too many sessions", {"Retry-After": "60"})
+        ident = inform.device_id
+        if not ident.oui or not ident.serial_number:
+            return Reply(400, b"the Inform has no DeviceId OUI/SerialNumber")
+        key = soap.device_key(ident)
+        now = utcnow()
+        row = await self.store.device(key)
+        if row is None:
+            bound = await self._first_contact(ident, key)
+            if bound is None:
+                log.warning("unknown CPE refused", device_key=key)
+                return Reply(403, b"unknown CPE", {"Connection": "close"})
+            row = await self.store.device(key)
+            assert row is not None
+        record = await self.resources.devices.get(row.tenant_id, row.device_id)
+        credentials = self._credentials(device_view(record, self.resources.box))
+        if credentials is not None and not self.verifier.verify(
+            authorization, "POST", credentials, allow_basic=self._basic()
+        ):
+            scheme = "basic" if self._basic() and self.settings.cwmp_auth != "digest" else "digest"
+            headers = {"WWW-Authenticate": self.verifier.challenge(scheme)}
+            if authorization:
+                headers["Connection"] = "close"
+                log.warning("cwmp authentication failed", device_key=key)
+            return Reply(401, b"", headers)
+        values = self._inform_values(inform, envelope, now)
+        events = [e.code.strip() for e in inform.events]
+        await self.store.record_inform(
+            key,
+            row.tenant_id,
+            row.device_id,
+            values,
+            now=now,
+            firmware_version=values.get("software_version"),
+        )
+        cpe = CpeView(
+            device_key=key,
+            tenant_id=row.tenant_id,
+            device_id=row.device_id,
+            root=values.get("root") or row.root or "InternetGatewayDevice.",
+            software_version=values.get("software_version") or row.software_version,
+            product_class=ident.product_class,
+            oui=ident.oui,
+            serial_number=ident.serial_number,
+        )
+        session = Session(
+            id=secrets.token_hex(16),
+            cpe=cpe,
+            cwmp_ns=envelope.cwmp_ns,
+            conn_key=conn_key,
+            events=[f"{e.code.strip()} {e.command_key}".strip() for e in inform.events],
+        )
+        self.sessions[session.id] = session
+        self.by_conn[conn_key] = session
+        previous = self.by_device.get(key)
+        if previous is not None and previous is not session:
+            await self._end(previous)
+        self.by_device[key] = session
+        await self._events(session, inform, events)
+        # Operations deferred because the CPE could not be reached may run now.
+        async with self.resources.db.write() as conn:
+            released = await release_deferred(
+                conn, row.tenant_id, row.device_id, now, "device_unreachable"
+            )
+            if released and self.resources.db.dialect == "postgresql":
+                await conn.execute(select(func.pg_notify(WAKE_CHANNEL, "")))
+        if released and self.wake_scheduler is not None:
+            self.wake_scheduler()
+        informed = self.informed.get(key)
+        if informed is not None:
+            informed.set()
+        use_version = None
+        if envelope.supported_versions:
+            theirs = [v.strip() for v in envelope.supported_versions.split(",")]
+            common = [v for v in _SUPPORTED_VERSIONS if v in theirs]
+            use_version = common[-1] if common else None
+        body = soap.serialize(
+            soap.InformResponse(max_envelopes=1),
+            cwmp_ns=session.cwmp_ns,
+            id=envelope.id,
+            use_cwmp_version=use_version,
+        )
+        return Reply(200, body, self._soap_headers(session, set_cookie=True))
+
+    def _basic(self) -> bool:
+        return self.tls and self.settings.cwmp_auth in ("auto", "basic")
+
+    def _credentials(self, device: DeviceView) -> Credentials | None:
+        c = device.connection
+        if c.get("cpe_password"):
+            username = str(c.get("cpe_username") or device.name)
+            return Credentials(username, ha1(username, str(c["cpe_password"])))
+        if self.settings.cwmp_password:
+            username = self.settings.cwmp_username
+            return Credentials(username, ha1(username, self.settings.cwmp_password))
+        return None
+
+    async def _first_contact(self, ident: soap.DeviceId, key: str) -> str | None:
+        """Bind a new device key to an inventory device: one created for this identity, else
+        a new one (auto-registration), else None (refused)."""
+        now = utcnow()
+        existing = await self.store.find_inventory_device(
+            ident.oui, ident.product_class, ident.serial_number
+        )
+        if existing is not None:
+            tenant_id, device_id = existing.tenant_id, existing.id
+        elif self.settings.cwmp_auto_register:
+            tenant_id = await ensure_tenant(self.resources.db, self.settings.cwmp_tenant)
+            device_id = await self._register(tenant_id, ident, key)
+        else:
+            return None
+        await self.store.bind_device(
+            device_key=key,
+            tenant_id=tenant_id,
+            device_id=device_id,
+            oui=ident.oui,
+            product_class=ident.product_class,
+            serial_number=ident.serial_number,
+            manufacturer=ident.manufacturer or None,
+            now=now,
+        )
+        log.info("cwmp device bound", device_key=key, device_id=device_id)
+        return str(device_id)
+
+    async def _register(self, tenant_id: str, ident: soap.DeviceId, key: str) -> str:
+        devices = self.resources.devices
+        connection: dict[str, Any] = {"serial_number": ident.serial_number[:64]}
+        if len(ident.oui) == 6:
+            connection["oui"] = ident.oui
+        if ident.product_class:
+            connection["product_class"] = ident.product_class[:64]
+        for suffix in ("", "-2", "-3", "-" + secrets.token_hex(3)):
+            body = {
+                "name": (key[:120] + suffix),
+                "protocol": "cwmp",
+                "connection": connection,
+                "labels": {"registered_by": "acs"},
+            }
+            try:
+                record = await devices.create(tenant_id, devices.parse_new(body))
+            except Conflict:
+                continue
+            return record.id
+        raise RuntimeError(f"could not register {key}")
+
+    @staticmethod
+    def _inform_values(inform: soap.Inform, envelope: soap.Envelope, now: Any) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "cwmp_ns": envelope.cwmp_ns,
+            "last_inform_at": now,
+            "last_events": [f"{e.code} {e.command_key}".strip() for e in inform.events],
+        }
+        for p in inform.parameters:
+            name = p.name
+            if "root" not in values and "." in name:
+                values["root"] = name.split(".", 1)[0] + "."
+            if name.endswith(".DeviceInfo.SoftwareVersion"):
+                values["software_version"] = p.value[:128]
+            elif name.endswith(".DeviceInfo.HardwareVersion"):
+                values["hardware_version"] = p.value[:128]
+            elif name.endswith(".ManagementServer.ConnectionRequestURL"):
+                values["connection_request_url"] = p.value[:1024]
+            elif name.endswith(".ManagementServer.ParameterKey"):
+                values["parameter_key"] = p.value[:64]
+            elif name.endswith(".DeviceInfo.UpTime"):
+                with contextlib.suppress(ValueError):
+                    values["uptime_s"] = int(p.value)
+        return values
+
+    # -- events of an Inform finish waiting jobs ---------------------------------------
+
+    async def _events(self, session: Session, inform: soap.Inform, codes: list[str]) -> None:
+        waiting = await self.store.jobs(session.cpe.device_key, JobState.WAITING)
+        if not waiting:
+            return
+        keys = {e.command_key for e in inform.events if e.code.strip().startswith("M ")}
+        boot = "1 BOOT" in codes
+        bootstrap = "0 BOOTSTRAP" in codes
+        for job in waiting:
+            progress = dict(job.progress or {})
+            kind = progress.get("kind")
+            version = session.cpe.software_version
+            if kind == "boot" and (job.command_key in keys or boot):
+                await self._finish(
+                    job,
+                    result={
+                        "rebooted": True,
+                        "events": session.events,
+                        "firmware_version": version,
+                        "previous_version": progress.get("previous_version"),
+                    },
+                )
+            elif kind == "bootstrap" and (bootstrap or boot):
+                await self._finish(
+                    job,
+                    result={
+                        "factory_reset": True,
+                        "bootstrap": bootstrap,
+                        "events": session.events,
+                        "firmware_version": version,
+                    },
+                )
+            elif kind == "transfer" and progress.get("transfer_done"):
+                await self._check_version(job, session, rebooted=boot or job.command_key in keys)
+
+    async def _check_version(self, job: Any, session: Session, *, rebooted: bool) -> None:
+        """A firmware job whose transfer completed: the version the CPE now reports decides."""
+        progress = dict(job.progress or {})
+        target = progress.get("target")
+        version = session.cpe.software_version
+        result = {
+            "previous_version": progress.get("previous_version"),
+            "firmware_version": version,
+            "image_id": progress.get("image_id"),
+            "sha256": progress.get("sha256"),
+            "version_verified": version == target,
+        }
+        if version == target:
+            await self._finish(job, result=result)
+        elif rebooted:
+            await self._finish(
+                job,
+                error=PermanentError(
+                    "version_mismatch",
+                    f"after the download the CPE reports version {version or '(none)'}, "
+                    f"expected {target}",
+                ),
+            )
+        else:
+            progress["transfer_done"] = True
+            await self.store.transition(
+                job.operation_id,
+                job.attempt,
+                from_states=(JobState.WAITING,),
+                now=utcnow(),
+                progress=progress,
+            )
+
+    # -- the CPE's requests ------------------------------------------------------------
+
+    async def _cpe_request(
+        self, session: Session, envelope: soap.Envelope, message: object
+    ) -> Reply:
+        response: soap.Message
+        if isinstance(message, soap.TransferComplete):
+            await self._transfer_complete(session, message)
+            response = soap.TransferCompleteResponse()
+        elif isinstance(message, soap.AutonomousTransferComplete):
+            log.info(
+                "autonomous transfer complete",
+                device_key=session.cpe.device_key,
+                file_type=message.file_type,
+                fault_code=message.fault_code,
+            )
+            response = soap.AutonomousTransferCompleteResponse()
+        elif isinstance(message, soap.GetRPCMethods):
+            response = soap.GetRPCMethodsResponse(methods=list(_CPE_METHODS))
+        elif isinstance(message, soap.RequestDownload):
+            response = soap.RequestDownloadResponse()
+        else:
+            name = getattr(message, "name", type(message).__name__)
+            response = soap.CwmpFault(
+                code=8000, string=f"Method not supported: {name}", faultcode="Server"
+            )
+        body = soap.serialize(response, cwmp_ns=session.cwmp_ns, id=envelope.id)
+        return Reply(200, body, self._soap_headers(session))
+
+    async def _transfer_complete(self, session: Session, message: soap.TransferComplete) -> None:
+        job = await self.store.job_by(command_key=message.command_key)
+        if job is None or job.state not in (JobState.STARTED, JobState.WAITING):
+            return  # unknown or already handled: acknowledged all the same (idempotent)
+        if message.fault_code:
+            fault = soap.CwmpFault(code=message.fault_code, string=message.fault_string)
+            await self._finish(job, error=fault_error("TransferComplete", fault))
+            return
+        if job.operation_type == "firmware_update":
+            codes = [e.split(" ", 1)[0] if e[:1].isdigit() else e for e in session.events]
+            rebooted = "1" in codes or any(e.startswith("M Download") for e in session.events)
+            await self._check_version(job, session, rebooted=rebooted)
+        else:
+            saved = (job.progress or {}).get("saved")
+            if saved is None:
+                await self._finish(
+                    job,
+                    error=RetryableError(
+                        "upload_missing", "the CPE reported the upload done, but none arrived"
+                    ),
+                )
+            else:
+                await self._finish(job, result=saved)
+
+    # -- the ACS's requests ------------------------------------------------------------
+
+    def _deliver(self, session: Session, envelope: soap.Envelope, message: object) -> None:
+        pending = session.reply
+        if pending is None or pending[2].done():
+            log.warning(
+                "unexpected CPE message",
+                device_key=session.cpe.device_key,
+                message=type(message).__name__,
+            )
+            return
+        _rpc_id, method, future = pending
+        session.reply = None
+        if isinstance(message, soap.CwmpFault) or type(message).__name__ == method + "Response":
+            future.set_result(message)  # type: ignore[arg-type]
+        else:
+            future.set_exception(
+                RetryableError(
+                    "invalid_response",
+                    f"the CPE answered {type(message).__name__} to {method}",
+                )
+            )
+
+    async def _next_request(self, session: Session) -> Reply:
+        """The next ACS request of this session, or 204 when there is nothing more."""
+        while not session.ended:
+            if session.job is None or session.job.done():
+                if session.job is not None:
+                    session.job = None
+                    session.jobs_run += 1
+                queued = await self.store.jobs(session.cpe.device_key, JobState.QUEUED)
+                if queued:
+                    session.job = asyncio.get_running_loop().create_task(
+                        self._run_job(session, queued[0])
+                    )
+                    session.lingered = False
+                elif (
+                    session.jobs_run
+                    and not session.lingered
+                    and self.settings.cwmp_session_linger_s > 0
+                ):
+                    # Another operation of this CPE may fall due now that one has finished.
+                    session.lingered = True
+                    session.wakeup.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            session.wakeup.wait(), self.settings.cwmp_session_linger_s
+                        )
+                    continue
+                else:
+                    break
+            getter = asyncio.ensure_future(session.outgoing.get())
+            assert session.job is not None
+            done, _ = await asyncio.wait(
+                {getter, session.job},
+                timeout=self.settings.cwmp_session_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if getter in done:
+                request = getter.result()
+                assert session.reply is not None
+                body = soap.serialize(request, cwmp_ns=session.cwmp_ns, id=session.reply[0])
+                session.last_seen = time.monotonic()
+                return Reply(200, body, self._soap_headers(session))
+            getter.cancel()
+            if not done:  # the job neither asked nor ended: give up on this session
+                session.job.cancel()
+                break
+        await self._end(session)
+        return Reply(204, b"", {"Connection": "close"})
+
+    async def _run_job(self, session: Session, job: Any) -> None:
+        now = utcnow()
+        taken = await self.store.transition(
+            job.operation_id,
+            job.attempt,
+            from_states=(JobState.QUEUED,),
+            now=now,
+            state=JobState.STARTED,
+        )
+        if not taken:
+            return  # another session took it
+        self._job_event(job.operation_id, job.attempt)
+        structlog.contextvars.bind_contextvars(operation_id=job.operation_id)
+        try:
+            program = PROGRAMS[job.operation_type]
+            outcome = await program(_JobContext(self, session, job))
+        except HelperError as exc:
+            await self._finish(job, error=exc)
+            return
+        except SessionLost:
+            await self._finish(
+                job,
+                error=RetryableError(
+                    "session_lost", "the CWMP session ended before the CPE answered"
+                ),
+            )
+            return
+        except asyncio.CancelledError:
+            await self._finish(
+                job, error=RetryableError("session_timeout", "the CPE stopped answering")
+            )
+            raise
+        except Exception as exc:
+            log.exception("cwmp job failed", operation_id=job.operation_id)
+            await self._finish(
+                job, error=PermanentError("acs_error", f"{type(exc).__name__}: {exc}")
+            )
+            return
+        finally:
+            structlog.contextvars.unbind_contextvars("operation_id")
+        if isinstance(outcome, Finished):
+            await self._finish(job, result=outcome.result)
+        elif isinstance(outcome, Waiting):
+            current = await self.store.job(job.operation_id, job.attempt)
+            progress = dict((current.progress if current is not None else None) or {})
+            progress.update(outcome.progress, kind=outcome.kind)
+            await self.store.transition(
+                job.operation_id,
+                job.attempt,
+                from_states=(JobState.STARTED,),
+                now=utcnow(),
+                state=JobState.WAITING,
+                command_key=outcome.command_key,
+                progress=progress,
+            )
+            self._job_event(job.operation_id, job.attempt)
+
+    async def _finish(
+        self,
+        job: Any,
+        *,
+        result: dict[str, Any] | None = None,
+        error: HelperError | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"state": JobState.DONE, "result": result}
+        if error is not None:
+            values["error"] = {
+                "code": error.code,
+                "message": error.message,
+                "retryable": error.retryable,
+            }
+        await self.store.transition(
+            job.operation_id,
+            job.attempt,
+            from_states=(JobState.QUEUED, JobState.STARTED, JobState.WAITING),
+            now=utcnow(),
+            **values,
+        )
+        self._job_event(job.operation_id, job.attempt)
+
+    # -- transfers (served by the ACS's HTTP endpoints) --------------------------------
+
+    async def transfer_job(self, token: str, authorization: str | None, method: str) -> Any:
+        """The job of a transfer URL whose credentials ``authorization`` proves, else None."""
+        job = await self.store.job_by(token=token)
+        if job is None or job.state == JobState.DONE or not job.transfer_username:
+            return None
+        credentials = Credentials(job.transfer_username, job.transfer_ha1)
+        if not self.verifier.verify(authorization, method, credentials, allow_basic=True):
+            return False
+        return job
+
+    async def upload_received(self, job: Any, data: bytes) -> dict[str, Any]:
+        """Store an uploaded configuration as the job's backup (finished at TransferComplete)."""
+        params = dict(job.parameters)
+        saved = await self.resources.backups.save(
+            tenant_id=job.tenant_id,
+            device_id=job.device_id,
+            operation_id=job.operation_id,
+            data=data,
+            location=str(params["backup_location"]),
+            compression=bool(params.get("compression", False)),
+            retention_days=params.get("retention_days"),
+            method="upload",
+        )
+        progress = dict(job.progress or {})
+        progress["saved"] = saved
+        await self.store.transition(
+            job.operation_id,
+            job.attempt,
+            from_states=(JobState.STARTED, JobState.WAITING),
+            now=utcnow(),
+            progress=progress,
+        )
+        return saved
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _soap_headers(self, session: Session, *, set_cookie: bool = False) -> dict[str, str]:
+        headers = {"Content-Type": 'text/xml; charset="utf-8"'}
+        if set_cookie:
+            headers["Set-Cookie"] = f"{COOKIE}={session.id}; Path=/; HttpOnly"
+        return headers
