@@ -128,6 +128,7 @@ def server_env(settings: Settings, port: int) -> dict[str, str]:
         HEADLESS_OPS_DATA_DIR=str(settings.data_dir),
         HEADLESS_OPS_HOST=HOST,
         HEADLESS_OPS_PORT=str(port),
+        HEADLESS_OPS_CWMP_PORT="0",
         HEADLESS_OPS_SECRET_KEYS=settings.secret_keys,
         HEADLESS_OPS_TOKEN_HASH_KEY=settings.token_hash_key,
         HEADLESS_OPS_SQLITE_SYNCHRONOUS=settings.sqlite_synchronous,

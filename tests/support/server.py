@@ -61,6 +61,8 @@ def cli_env(
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADLESS_OPS_")}
     env["PYTHONUNBUFFERED"] = "1"  # stdout is a file: see the token line as soon as printed
     env["HEADLESS_OPS_DATA_DIR"] = str(data_dir)
+    # Each server's ACS on a port of its own (tests run servers side by side).
+    env["HEADLESS_OPS_CWMP_PORT"] = "0"
     if database_url:
         env["HEADLESS_OPS_DATABASE_URL"] = database_url
     env.update(extra or {})

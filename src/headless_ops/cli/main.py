@@ -95,10 +95,10 @@ def _serve(settings: Settings, demo: bool, *, scheduler: bool = True) -> None:
     # The web stack is imported only by the commands that serve (token/device stay quick).
     import uvicorn
 
-    from headless_ops.api.app import create_app, run_scheduler
+    from headless_ops.api.app import BackgroundTask, create_app, run_scheduler
     from headless_ops.cwmp.acs import run_acs
 
-    background = [run_scheduler, run_acs] if scheduler else []
+    background: list[BackgroundTask] = [run_scheduler, run_acs] if scheduler else []
     if scheduler and demo:
         from headless_ops.simulator.demo import run_demo_fleet
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -162,19 +163,28 @@ class AcsServer:
             lifespan="off",
             server_header=False,
         )
+        # The socket is bound here, not by uvicorn: a port in use is then an OSError for the
+        # caller, where uvicorn would end the whole process.
+        family = socket.AF_INET6 if ":" in s.cwmp_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((s.cwmp_host, s.cwmp_port))
+        except OSError:
+            sock.close()
+            raise
+        sock.set_inheritable(True)
+        self.port = sock.getsockname()[1]
+        if self.settings.cwmp_port == 0:
+            self.settings.cwmp_port = self.port
         self.server = uvicorn.Server(config)
-        self._task = asyncio.get_running_loop().create_task(self.server.serve())
+        self._task = asyncio.get_running_loop().create_task(self.server.serve(sockets=[sock]))
         self.engine.start()
         while not self.server.started:
             if self._task.done():
                 self._task.result()
                 raise RuntimeError("the ACS listener did not start")
             await asyncio.sleep(0.01)
-        sockets = self.server.servers[0].sockets if self.server.servers else []
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
-            if self.settings.cwmp_port == 0:
-                self.settings.cwmp_port = self.port
 
     async def stop(self) -> None:
         """Stop listening and end the sessions."""
@@ -205,7 +215,16 @@ async def run_acs(runtime: Runtime, stop: asyncio.Event) -> None:
     if not runtime.settings.cwmp_enabled:
         return
     server = AcsServer(make_engine(runtime), runtime.settings)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error(
+            "the ACS could not listen: TR-069 CPEs cannot connect",
+            host=runtime.settings.cwmp_host,
+            port=runtime.settings.cwmp_port,
+            error=str(exc),
+        )
+        return
     log.info("ACS listening", url=runtime.settings.cwmp_base_url + runtime.settings.cwmp_path)
     try:
         await stop.wait()
