@@ -1,0 +1,1 @@
+"""TR-069 / CWMP: codec, ACS, helper."""
