@@ -158,7 +158,7 @@ class FirmwareRepository:
                 # would both see no row and both insert (no unique constraint can cover a
                 # NULL product_class), so uploads of one version take turns on a lock held
                 # until commit — the second then sees the first's row.
-                if False:
+                if self.db.dialect == "postgresql":
                     key = f"firmware:{tenant_id}:{version}"
                     await conn.execute(
                         select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0)))

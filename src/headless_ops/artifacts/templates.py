@@ -19,6 +19,7 @@ from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from headless_ops.domain.devices import CONNECTION_MODELS, Protocol
 from headless_ops.domain.operations import field_errors
@@ -249,13 +250,23 @@ class TemplateStore:
         values = _check_body(body)
         now = utcnow()
         async with self.db.write() as conn:
+            taken = Conflict(f"a configuration template named {body.name!r} already exists")
             if await self._row(conn, tenant_id, body.name) is not None:
-                raise Conflict(f"a configuration template named {body.name!r} already exists")
-            await conn.execute(
-                insert(config_templates).values(
-                    tenant_id=tenant_id, name=body.name, created_at=now, updated_at=now, **values
+                raise taken
+            try:
+                await conn.execute(
+                    insert(config_templates).values(
+                        tenant_id=tenant_id,
+                        name=body.name,
+                        created_at=now,
+                        updated_at=now,
+                        **values,
+                    )
                 )
-            )
+            except IntegrityError:
+                # On PostgreSQL a concurrent create of the same name can commit between the
+                # check and the insert; the primary key refuses the second: still a 409.
+                raise taken from None
         return await self.get_row(tenant_id, body.name)
 
     async def update(self, tenant_id: str, name: str, body: TemplateUpdate) -> Any:

@@ -37,7 +37,9 @@ async def _demo_firmware(runtime: Runtime) -> None:
     tenant_id = await ensure_tenant(runtime.db, "default")
     if await runtime.firmware.find(tenant_id, DEMO_FIRMWARE_VERSION, "BM632w") is not None:
         return
-    image = f"VERSION={DEMO_FIRMWARE_VERSION}\ndemo firmware image for simulated gateways\n".encode()
+    image = (
+        f"VERSION={DEMO_FIRMWARE_VERSION}\ndemo firmware image for simulated gateways\n".encode()
+    )
     with contextlib.suppress(Conflict):
         await runtime.firmware.add(
             tenant_id,
