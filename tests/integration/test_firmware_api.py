@@ -512,3 +512,23 @@ async def test_find_prefers_the_product_class(runtime: Runtime) -> None:
     assert await repo.find("acme", "3.0", "BM632w") is None
     assert await repo.find("acme", "3.0", None) is None
     assert await repo.find("acme", "4.0", "BM632w") is None
+
+
+async def test_a_client_file_name_is_made_fit_for_a_device_path(api: Api) -> None:
+    headers = await api.auth()
+    r = await api.client.post(
+        "/api/v1/firmware/",
+        files={"file": ("C:\\images\\my image (v2).bin", b"VERSION=9\n")},
+        data={"version": "9.0"},
+        headers=headers,
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["filename"] == "my_image__v2_.bin"
+    # An explicit filename field stays strict: it is refused, not rewritten.
+    r = await api.client.post(
+        "/api/v1/firmware/",
+        files={"file": ("x.bin", b"VERSION=9\n")},
+        data={"version": "9.1", "filename": "../x.bin"},
+        headers=headers,
+    )
+    assert r.status_code == 400 and r.json()["errors"][0]["field"] == "filename"

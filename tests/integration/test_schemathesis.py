@@ -78,6 +78,10 @@ CONFORMANCE = [
 ]
 #: And for generated cases: invalid input refused, the token actually required.
 CHECKS = [*CONFORMANCE, negative_data_rejection, ignored_auth]
+#: A firmware upload's fields are multipart text (or query strings): schemathesis writes a
+#: "negative" JSON null as the text "null", a valid version string, so the upload gets
+#: every check but that one (its real validation has its own tests).
+TEXT_ONLY_BODIES = {"POST /api/v1/firmware/"}
 
 OPERATIONS = [result.ok() for result in schema.get_all_operations()]
 
@@ -244,7 +248,9 @@ def test_api(
     response = case.call(base_url=server.base_url, session=session, headers=auth, timeout=30)
     case.validate_response(
         response,
-        checks=CHECKS,
+        checks=[*CONFORMANCE, ignored_auth]
+        if case.operation.label in TEXT_ONLY_BODIES
+        else CHECKS,
         headers=auth,
         # ignored_auth re-sends the request without the token through these.
         transport_kwargs={"base_url": server.base_url, "session": session},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -89,6 +90,16 @@ async def _file_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
         yield chunk
 
 
+def _safe_filename(name: str | None) -> str | None:
+    """A client's file name made fit for a device path: the last path part, other characters
+    than letters, digits and ``. _ + -`` replaced (an explicit ``filename`` field is strict)."""
+    if not name:
+        return None
+    base = re.sub(r"[^A-Za-z0-9._+-]", "_", name.replace("\\", "/").rsplit("/", 1)[-1])
+    base = base.lstrip("._-+")[:255]
+    return base or None
+
+
 def _text_field(value: Any, name: str, required: bool = False) -> str | None:
     if value is None or value == "":
         if required:
@@ -132,7 +143,8 @@ async def upload_firmware(request: Request, runtime: RuntimeDep, principal: Writ
                 principal.tenant_id,
                 version=_text_field(form.get("version"), "version", required=True) or "",
                 product_class=_text_field(form.get("product_class"), "product_class"),
-                filename=_text_field(form.get("filename"), "filename") or upload.filename,
+                filename=_text_field(form.get("filename"), "filename")
+                or _safe_filename(upload.filename),
                 sha256=_text_field(form.get("sha256"), "sha256"),
                 description=_text_field(form.get("description"), "description"),
                 chunks=_file_chunks(upload),

@@ -110,4 +110,5 @@ class Runtime:
             closer = getattr(helper, "aclose", None)
             if closer is not None:
                 await closer()
+        self.backups.close()
         await self.db.dispose()

@@ -139,6 +139,12 @@ class BackupStore:
                 raise PermanentError("backup_store_error", message) from None
             raise RetryableError("backup_store_error", message) from None
 
+    def close(self) -> None:
+        """Release the S3 client's connections, if one was made."""
+        if self._s3 is not None:
+            self._s3.close()
+            self._s3 = None
+
     # -- backups -----------------------------------------------------------------------
 
     async def save(

@@ -10,12 +10,14 @@ variables.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from sqlalchemy import delete, func, insert, select, update
@@ -53,11 +55,80 @@ _XSD_TYPES = (
     "hexBinary",
 )
 
+#: Largest number or string an expression may build: a configuration value, not a way to
+#: keep the server busy (``{{ 9**9**9**9 }}``, ``{{ 'x' * 10**10 }}``).
+MAX_VALUE_DIGITS = 4096
+MAX_STRING = 1024 * 1024
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with arithmetic that cannot build huge numbers or strings."""
+
+    intercepted_binops = frozenset({"**", "*", "<<"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        ints = isinstance(left, int) and isinstance(right, int)
+        if (
+            operator == "**"
+            and ints
+            and right > 0
+            and abs(left) > 1
+            and right * abs(left).bit_length() > MAX_VALUE_DIGITS * 4
+        ):
+            raise SecurityError(f"{left} ** {right} is too large for a template")
+        if operator == "<<" and ints and right > MAX_VALUE_DIGITS * 4:
+            raise SecurityError("shift too large for a template")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(seq) * times > MAX_STRING
+                ):
+                    raise SecurityError("a repeated string or list is too large for a template")
+        return super().call_binop(context, operator, left, right)
+
+
+#: Numbers ``range()`` may still produce in one rendering: nested loops stay bounded.
+RANGE_BUDGET = 100_000
+_budget: contextvars.ContextVar[list[int]] = contextvars.ContextVar("template_range_budget")
+
+
+def _bounded_range(*args: int) -> range:
+    """``range`` drawing from the rendering's budget."""
+    result = range(*args)
+    budget = _budget.get(None)
+    if budget is None:
+        budget = [RANGE_BUDGET]
+        _budget.set(budget)
+    budget[0] -= len(result)
+    if budget[0] < 0:
+        raise SecurityError(f"templates may loop over at most {RANGE_BUDGET} numbers in all")
+    return result
+
+
+def _render(template: str, context: Mapping[str, Any]) -> str:
+    token = _budget.set([RANGE_BUDGET])
+    try:
+        compiled = _ENV.from_string(template)
+        compiled.globals["range"] = _bounded_range
+        return compiled.render(context)
+    except (
+        TemplateError,
+        ArithmeticError,
+        MemoryError,
+        RecursionError,
+        TypeError,
+        ValueError,
+    ) as exc:
+        raise RenderError(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        _budget.reset(token)
+
+
 #: One environment for every template: sandboxed (templates come from API users), values
 #: never HTML-escaped (this is configuration, not a page), trailing newline kept.
-_ENV = ImmutableSandboxedEnvironment(
-    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
-)
+_ENV = _BoundedSandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 ParamValue = StrictStr | StrictBool | StrictInt
 
@@ -117,8 +188,8 @@ class ConfigTemplate:
         if self.format != "text" or self.content is None:
             raise RenderError(f"template {self.name!r} is a {self.format} template, not text")
         try:
-            return _ENV.from_string(self.content).render(context)
-        except TemplateError as exc:
+            return _render(self.content, context)
+        except RenderError as exc:
             raise RenderError(f"template {self.name!r}: {exc}") from None
 
     def render_parameters(self, context: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -138,8 +209,8 @@ class ConfigTemplate:
                 )
             if isinstance(value, str):
                 try:
-                    value = _ENV.from_string(value).render(context)
-                except TemplateError as exc:
+                    value = _render(value, context)
+                except RenderError as exc:
                     raise RenderError(f"template {self.name!r}, {path}: {exc}") from None
             out.append({"name": path, "value": value, "type": xsd})
         return out
