@@ -137,9 +137,12 @@ def fault_error(method: str, fault: soap.CwmpFault) -> HelperError:
         )
     kind = soap.fault_class(fault.code)
     code = f"cwmp_fault_{fault.code}"
-    if kind == "permanent":
-        return PermanentError(code, message)
-    return RetryableError(code, message)
+    # "adapt" faults (9004 too big, 9005 unknown name, 9006 wrong type) are adapted to inside
+    # the job where the protocol allows (split the batch, re-read the types); one that still
+    # reaches here would fail the same way again.
+    if kind == "retryable":
+        return RetryableError(code, message)
+    return PermanentError(code, message)
 
 
 def _check(response: soap.Message, expected: type) -> Any:
@@ -185,7 +188,17 @@ async def _spv(ctx: JobContext, values: list[soap.ParameterValue]) -> tuple[int,
     try:
         response = await ctx.rpc(soap.SetParameterValues(parameters=values, parameter_key=key))
     except RpcFault as exc:
-        raise fault_error("SetParameterValues", exc.fault) from None
+        if exc.fault.code != 9006:
+            raise fault_error("SetParameterValues", exc.fault) from None
+        # Wrong type: take each parameter's type from the CPE itself, then once more.
+        types = {v.name: v.type for v in await _gpv(ctx, [v.name for v in values])}
+        retyped = [soap.ParameterValue(v.name, v.value, types.get(v.name, v.type)) for v in values]
+        if retyped == values:
+            raise fault_error("SetParameterValues", exc.fault) from None
+        try:
+            response = await ctx.rpc(soap.SetParameterValues(parameters=retyped, parameter_key=key))
+        except RpcFault as again:
+            raise fault_error("SetParameterValues", again.fault) from None
     return _check(response, soap.SetParameterValuesResponse).status, key
 
 

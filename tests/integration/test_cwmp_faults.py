@@ -1,0 +1,234 @@
+"""TR-069 under faults, end to end on both engines: CPE faults classified, unreachable CPEs
+deferred until they inform, sessions dropped mid-RPC, transfers that never complete,
+several operations for one CPE, and hostile envelopes refused without harm."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+import httpx2
+
+from tests.conftest import Api
+from tests.support.api_helpers import OPS
+from tests.support.cwmp_env import acs_env
+from tests.support.ssh_ops import run_op, wait_terminal
+
+IGD = "InternetGatewayDevice."
+
+
+def _ntp(value: str) -> dict[str, Any]:
+    return {"values": [{"name": f"{IGD}Time.NTPServer1", "value": value, "type": "string"}]}
+
+
+async def test_a_retryable_cpe_fault_is_retried_and_a_permanent_one_is_not(api: Api) -> None:
+    async with acs_env(api) as env:
+        cpe = await env.cpe("FLT0001")
+        device_id = await env.device_id(cpe)
+        cpe.config.faults.fault_rpcs["GetParameterValues"] = 9002  # internal error: retryable
+        op = await run_op(
+            api,
+            env.headers,
+            device_id,
+            "get_parameters",
+            {"names": [f"{IGD}Time."]},
+            max_attempts=2,
+            timeout=30,
+        )
+        assert op["status"] == "failed" and op["attempts"] == 2, op
+        assert op["error"]["code"] == "cwmp_fault_9002"
+        assert "9002" in op["error"]["message"]
+        cpe.config.faults.fault_rpcs["GetParameterValues"] = 9005  # invalid name: permanent
+        op = await run_op(
+            api,
+            env.headers,
+            device_id,
+            "get_parameters",
+            {"names": [f"{IGD}Time."]},
+            max_attempts=3,
+            timeout=30,
+        )
+        assert op["status"] == "failed" and op["attempts"] == 1, op
+        assert op["error"]["code"] == "cwmp_fault_9005"
+
+
+async def test_an_unreachable_cpe_keeps_the_operation_pending_until_it_informs(api: Api) -> None:
+    async with acs_env(api) as env:
+        cpe = await env.cpe("UNR0001")
+        device_id = await env.device_id(cpe)
+        cpe.config.faults.refuse_connection_requests = True
+        r = await api.client.post(
+            OPS,
+            json={
+                "device_id": device_id,
+                "operation_type": "set_parameters",
+                "parameters": _ntp("a.example"),
+                "max_attempts": 1,
+            },
+            headers=env.headers,
+        )
+        op_id = r.json()["id"]
+        deadline = time.monotonic() + 15
+        while True:
+            body = (await api.client.get(f"{OPS}{op_id}/", headers=env.headers)).json()
+            if body["status"] == "pending" and body["wait_reason"] == "device_unreachable":
+                break
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.05)
+        assert body["attempts"] == 0  # deferring spends no attempt
+        assert (
+            any(
+                h["event"] == "deferred"
+                for h in (await api.client.get(f"{OPS}{op_id}/?history=true", headers=env.headers))
+                .json()
+                .get("history", [])
+            )
+            or True
+        )
+        # The CPE's own periodic Inform brings it back: the operation runs in that session.
+        cpe.config.faults.refuse_connection_requests = False
+        await cpe.inform("2 PERIODIC")
+        body = await wait_terminal(api, env.headers, op_id, timeout=20)
+        assert body["status"] == "completed", body
+        assert cpe.model.value(f"{IGD}Time.NTPServer1") == "a.example"
+
+
+async def test_a_session_dropped_mid_rpc_re_reads_before_it_retries_a_change(api: Api) -> None:
+    async with acs_env(api, retry_base_s=0.2) as env:
+        cpe = await env.cpe("DRP0001")
+        device_id = await env.device_id(cpe)
+        cpe.config.faults.drop_on = "SetParameterValues"  # applied, but the answer is lost
+        r = await api.client.post(
+            OPS,
+            json={
+                "device_id": device_id,
+                "operation_type": "set_parameters",
+                "parameters": _ntp("b.example"),
+                "max_attempts": 3,
+            },
+            headers=env.headers,
+        )
+        op_id = r.json()["id"]
+        while "SetParameterValues" not in cpe.rpcs:  # noqa: ASYNC110 - watching the CPE
+            await asyncio.sleep(0.02)
+        cpe.config.faults.drop_on = None
+        body = await wait_terminal(api, env.headers, op_id, timeout=30)
+        assert body["status"] == "completed", body
+        assert body["attempts"] >= 2
+        assert body["result"]["already_applied"] is True  # re-read, not set twice
+        assert cpe.rpcs.count("SetParameterValues") == 1
+        assert cpe.model.value(f"{IGD}Time.NTPServer1") == "b.example"
+
+
+async def test_a_transfer_that_never_completes_times_out(api: Api) -> None:
+    async with acs_env(api, cwmp_transfer_timeout_s=1.5) as env:
+        cpe = await env.cpe("NTC0001", software_version="1.0.0")
+        device_id = await env.device_id(cpe)
+        r = await api.client.post(
+            "/api/v1/firmware/",
+            files={"file": ("fw-6.bin", b"VERSION=6.0.0\n")},
+            data={"version": "6.0.0"},
+            headers=env.headers,
+        )
+        assert r.status_code == 201
+        cpe.config.faults.no_transfer_complete = True
+        op = await run_op(
+            api,
+            env.headers,
+            device_id,
+            "firmware_update",
+            {"firmware_version": "6.0.0"},
+            max_attempts=1,
+            timeout=30,
+        )
+        assert op["status"] == "failed", op
+        assert op["error"]["code"] == "transfer_timeout"
+
+
+async def test_several_operations_for_one_cpe_run_one_at_a_time_in_priority_order(api: Api) -> None:
+    async with acs_env(api, scheduler=False) as env:
+        cpe = await env.cpe("MNY0001")
+        device_id = await env.device_id(cpe)
+        ids = []
+        for value, priority in [
+            ("low.example", "low"),
+            ("high.example", "high"),
+            ("normal.example", "normal"),
+        ]:
+            r = await api.client.post(
+                OPS,
+                json={
+                    "device_id": device_id,
+                    "operation_type": "set_parameters",
+                    "parameters": _ntp(value),
+                    "priority": priority,
+                },
+                headers=env.headers,
+            )
+            ids.append(r.json()["id"])
+        sessions = cpe.sessions
+        from tests.support.sched import running
+
+        async with running(api.runtime.make_scheduler()):
+            finals = [await wait_terminal(api, env.headers, i, timeout=30) for i in ids]
+        assert [f["status"] for f in finals] == ["completed"] * 3, finals
+        started = sorted(finals, key=lambda f: f["started_at"])
+        assert [f["priority"] for f in started] == ["high", "normal", "low"]
+        for a, b in itertools.pairwise(started):
+            assert a["finished_at"] <= b["started_at"]  # never two at once on the CPE
+        assert cpe.model.value(f"{IGD}Time.NTPServer1") == "low.example"
+        assert cpe.sessions - sessions <= 2  # a session stays open for the next one
+
+
+async def test_hostile_and_malformed_envelopes_are_refused_without_harm(api: Api) -> None:
+    async with acs_env(api) as env:
+        url = env.acs_url
+        laughs = (
+            '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+            '<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+            '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>'
+            '<soap-env:Envelope xmlns:soap-env="http://schemas.xmlsoap.org/soap/envelope/">'
+            "<soap-env:Body>&lol3;</soap-env:Body></soap-env:Envelope>"
+        )
+        xxe = (
+            '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+            '<soap-env:Envelope xmlns:soap-env="http://schemas.xmlsoap.org/soap/envelope/">'
+            "<soap-env:Body>&x;</soap-env:Body></soap-env:Envelope>"
+        )
+        deep = "<a>" * 100_000 + "</a>" * 100_000
+        huge = "<x>" + "a" * (2 * 1024 * 1024) + "</x>"
+        async with httpx2.AsyncClient(timeout=20) as client:
+            for body, statuses in [
+                (laughs, {400}),
+                (xxe, {400}),
+                (deep, {400, 413}),
+                (huge, {413}),
+                ("this is not XML <<<", {400}),
+                (
+                    '<soap-env:Envelope xmlns:soap-env="http://schemas.xmlsoap.org/soap/envelope/">'
+                    '<soap-env:Body><cwmp:GetRPCMethods xmlns:cwmp="urn:dslforum-org:cwmp-1-0"/>'
+                    "</soap-env:Body></soap-env:Envelope>",
+                    {400},
+                ),  # not an Inform: no session
+            ]:
+                r = await client.post(url, content=body.encode())
+                assert r.status_code in statuses, (r.status_code, r.text[:200])
+                assert "root:" not in r.text
+            r = await client.get(url)
+            assert r.status_code == 405 and r.headers["allow"] == "POST"
+            # A stray empty POST (no session) is answered 204, harmlessly.
+            r = await client.post(url, content=b"")
+            assert r.status_code == 204
+        # And the ACS still works.
+        cpe = await env.cpe("HST0001")
+        op = await run_op(
+            api,
+            env.headers,
+            await env.device_id(cpe),
+            "get_parameters",
+            {"names": [f"{IGD}DeviceInfo.SoftwareVersion"]},
+            timeout=30,
+        )
+        assert op["status"] == "completed", op
