@@ -1,0 +1,222 @@
+"""The ACS itself, on both engines: CPE authentication (Digest per device or shared, Basic
+only over TLS), identity and (auto-)registration, the namespace a CPE speaks answered in
+kind, and the path another ACS process takes (jobs handed over through the database)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import ssl
+from pathlib import Path
+
+import httpx2
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from headless_ops.cwmp import soap
+from tests.conftest import Api
+from tests.support.api_helpers import DEVICES
+from tests.support.cwmp_env import acs_env
+from tests.support.ssh_ops import run_op
+
+IGD = "InternetGatewayDevice."
+
+
+def _inform(serial: str, *, ns: str = soap.CWMP_1_0, versions: str | None = None) -> bytes:
+    inform = soap.Inform(
+        device_id=soap.DeviceId("Acme", "00AA11", "GW1", serial),
+        events=[soap.EventStruct("1 BOOT")],
+        parameters=[soap.ParameterValue(f"{IGD}DeviceInfo.SoftwareVersion", "1.2.3")],
+    )
+    return soap.serialize(inform, cwmp_ns=ns, id="inform-1", supported_versions=versions)
+
+
+async def test_per_device_digest_credentials(api: Api) -> None:
+    async with acs_env(api) as env:
+        r = await api.client.post(
+            DEVICES,
+            json={
+                "id": "dev_gw_auth",
+                "name": "gw-auth",
+                "protocol": "cwmp",
+                "connection": {
+                    "oui": "202BC1",
+                    "product_class": "BM632w",
+                    "serial_number": "AUTH0001",
+                    "cpe_username": "gw-auth",
+                    "cpe_password": "per-device-secret",
+                },
+            },
+            headers=env.headers,
+        )
+        assert r.status_code == 201, r.text
+        wrong = await env.cpe("AUTH0001", acs_username="gw-auth", acs_password="wrong")
+        assert wrong.sessions == 0 and "401" in (wrong.last_session_error or ""), (
+            wrong.last_session_error
+        )
+        await wrong.close()
+        right = await env.cpe("AUTH0001", acs_username="gw-auth", acs_password="per-device-secret")
+        assert right.sessions >= 1, right.last_session_error
+        assert await env.device_id(right) == "dev_gw_auth"  # bound to the inventory device
+        op = await run_op(
+            api,
+            env.headers,
+            "dev_gw_auth",
+            "get_parameters",
+            {"names": [f"{IGD}DeviceInfo.SerialNumber"]},
+            timeout=30,
+        )
+        assert op["status"] == "completed", op
+
+
+async def test_shared_credentials_and_a_cpe_without_any(api: Api) -> None:
+    async with acs_env(api, cwmp_username="fleet", cwmp_password="shared-secret") as env:
+        none = await env.cpe("SHR0001")
+        assert none.sessions == 0 and "401" in (none.last_session_error or "")
+        ok = await env.cpe("SHR0002", acs_username="fleet", acs_password="shared-secret")
+        assert ok.sessions >= 1, ok.last_session_error
+        # Plain HTTP offers Digest only: Basic credentials are refused even when right.
+        async with httpx2.AsyncClient(timeout=10) as client:
+            r = await client.post(
+                env.acs_url,
+                content=_inform("SHR0003"),
+                auth=httpx2.BasicAuth("fleet", "shared-secret"),
+            )
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Digest")
+
+
+async def test_unknown_cpes_are_refused_when_auto_registration_is_off(api: Api) -> None:
+    async with acs_env(api, cwmp_auto_register=False) as env:
+        stranger = await env.cpe("UNK0001")
+        assert stranger.sessions == 0 and "403" in (stranger.last_session_error or "")
+        r = await api.client.get(DEVICES, headers=env.headers)
+        assert r.json()["count"] == 0
+        # One the inventory knows is accepted (and bound to it).
+        r = await api.client.post(
+            DEVICES,
+            json={
+                "id": "dev_known",
+                "name": "known",
+                "protocol": "cwmp",
+                "connection": {
+                    "oui": "202BC1",
+                    "product_class": "BM632w",
+                    "serial_number": "KNW0001",
+                },
+            },
+            headers=env.headers,
+        )
+        assert r.status_code == 201
+        known = await env.cpe("KNW0001")
+        assert known.sessions >= 1
+        assert await env.device_id(known) == "dev_known"
+
+
+async def test_auto_registration_fills_the_inventory(api: Api) -> None:
+    async with acs_env(api) as env:
+        cpe = await env.cpe("REG0001", software_version="9.9")
+        device_id = await env.device_id(cpe)
+        body = (await api.client.get(f"{DEVICES}{device_id}/", headers=env.headers)).json()
+        assert body["protocol"] == "cwmp" and body["status"] == "online"
+        assert body["connection"]["serial_number"] == "REG0001"
+        assert body["firmware_version"] == "9.9" and body["last_seen_at"]
+        assert body["labels"] == {"registered_by": "acs"}
+
+
+async def test_the_namespace_and_version_of_the_cpe_are_answered_in_kind(api: Api) -> None:
+    async with acs_env(api) as env, httpx2.AsyncClient(timeout=10) as client:
+        r = await client.post(
+            env.acs_url, content=_inform("NSP0001", ns=soap.CWMP_1_2, versions="1.0,1.2,1.4")
+        )
+        assert r.status_code == 200, r.text
+        reply = soap.parse(r.content)
+        assert reply.cwmp_ns == soap.CWMP_1_2 and reply.id == "inform-1"
+        assert isinstance(reply.body, soap.InformResponse) and reply.body.max_envelopes == 1
+        assert reply.use_cwmp_version == "1.4"
+        assert "session=" in r.headers["set-cookie"]
+        # The empty POST: nothing to do, 204; the session is over.
+        r = await client.post(env.acs_url, content=b"")
+        assert r.status_code == 204
+        r = await client.post(env.acs_url, content=_inform("NSP0002", ns=soap.CWMP_1_0))
+        assert soap.parse(r.content).cwmp_ns == soap.CWMP_1_0
+        # A method the ACS does not implement: fault 8000, and the session goes on.
+        unknown = soap.serialize(
+            soap.RequestDownload(file_type="X 1"), cwmp_ns=soap.CWMP_1_0, id="7"
+        )
+        r = await client.post(
+            env.acs_url, content=unknown.replace(b"RequestDownload", b"X_ACME_Frob")
+        )
+        fault = soap.parse(r.content).body
+        assert isinstance(fault, soap.CwmpFault) and fault.code == 8000
+        r = await client.post(env.acs_url, content=b"")
+        assert r.status_code == 204
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "acs.crt", tmp / "acs.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_https_with_basic_auth(api: Api, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    async with acs_env(
+        api, cwmp_tls_cert=cert, cwmp_tls_key=key, cwmp_username="fleet", cwmp_password="tls-secret"
+    ) as env:
+        url = f"https://127.0.0.1:{env.server.port}/"
+        context = ssl.create_default_context(cafile=str(cert))
+        async with httpx2.AsyncClient(timeout=10, verify=context) as client:
+            r = await client.post(url, content=_inform("TLS0001"))
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+            r = await client.post(
+                url, content=_inform("TLS0001"), auth=httpx2.BasicAuth("fleet", "tls-secret")
+            )
+            assert r.status_code == 200, r.text
+            assert isinstance(soap.parse(r.content).body, soap.InformResponse)
+
+
+async def test_work_handed_over_through_the_database_as_between_processes(api: Api) -> None:
+    # The helper without the engine: like a worker in one process and the ACS in another,
+    # the job goes through the database and the CPE is reached by a connection request.
+    async with acs_env(api) as env:
+        env.helper.engine = None
+        cpe = await env.cpe("XPR0001")
+        device_id = await env.device_id(cpe)
+        op = await run_op(api, env.headers, device_id, "reboot", timeout=30)
+        assert op["status"] == "completed", op
+        assert cpe.boots == 1
+        op = await run_op(
+            api,
+            env.headers,
+            device_id,
+            "get_parameters",
+            {"names": [f"{IGD}DeviceInfo.UpTime"]},
+            timeout=30,
+        )
+        assert op["status"] == "completed", op
