@@ -857,7 +857,7 @@ async def test_fleet_is_cheap_when_idle(acs: ScriptedAcs) -> None:
 async def test_cli_simulate_runs_until_sigterm(acs: ScriptedAcs) -> None:
     code = (
         "from headless_ops.simulator.cli import simulate; "
-        f"simulate({acs.url!r}, 3, 'tr181', None, {ACS_USER!r}, {ACS_PASSWORD!r}, '127.0.0.1', 'CLI')"
+        f"simulate({acs.url!r}, 3, 'mixed', None, {ACS_USER!r}, {ACS_PASSWORD!r}, '127.0.0.1', 'CLI')"
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -885,6 +885,15 @@ async def test_cli_simulate_runs_until_sigterm(acs: ScriptedAcs) -> None:
     cpe_lines = [line for line in lines if line.startswith("CLI")]
     assert len(cpe_lines) == 3
     assert all(" ok" in line and "cr=http://127.0.0.1:" in line for line in cpe_lines)
-    assert "CLI000001" in cpe_lines[0] and "001A2B-HO%2DSIM%2D181-CLI000001" in cpe_lines[0]
+    # One line per CPE as it starts (in the order the starts finish), with its device key.
+    # "mixed": TR-098 (the Huawei file) and TR-181 gateways in turn.
+    assert sorted(line.split()[:2] for line in cpe_lines) == [
+        ["CLI000001", "202BC1-BM632w-CLI000001"],
+        ["CLI000002", "001A2B-HO%2DSIM%2D181-CLI000002"],
+        ["CLI000003", "202BC1-BM632w-CLI000003"],
+    ]
+    roots = {s.inform.device_id.serial_number: s.inform.parameters[0].name for s in acs.sessions}
+    assert roots["CLI000002"].startswith("Device.")
+    assert roots["CLI000003"].startswith("InternetGatewayDevice.")
     summary = out.decode().strip().splitlines()[-1]
     assert summary.startswith("stopped 3 CPEs: 3 sessions, 0 failed")

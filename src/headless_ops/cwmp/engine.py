@@ -54,6 +54,34 @@ _SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
 _CPE_METHODS = ["Inform", "GetRPCMethods", "TransferComplete", "AutonomousTransferComplete"]
 
 
+#: How long what the ACS knows of a CPE (identity binding, credentials) is trusted.
+KNOWN_TTL_S = 60.0
+#: Routine Informs are written behind, at most this late.
+SEEN_FLUSH_S = 1.0
+#: Events that need no handling beyond "the CPE is alive".
+_ROUTINE_EVENTS = frozenset({"2 PERIODIC", "6 CONNECTION REQUEST"})
+#: What an Inform may change that is written at once (and compared with the cache).
+_TRACKED = (
+    "software_version",
+    "hardware_version",
+    "connection_request_url",
+    "root",
+    "cwmp_ns",
+    "parameter_key",
+)
+
+
+@dataclass
+class _Known:
+    """A CPE as the ACS last looked it up."""
+
+    tenant_id: str
+    device_id: str
+    credentials: Credentials | None
+    values: dict[str, Any]
+    fetched: float
+
+
 class SessionLost(Exception):
     """The session ended while a job waited for the CPE's answer."""
 
@@ -87,6 +115,8 @@ class Session:
     lingered: bool = False
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     rpc_count: int = 0
+    #: Operations were released for this CPE: wait for their jobs before ending.
+    expect_work: bool = False
 
     def end(self) -> None:
         """Mark it over; a job waiting for the CPE's answer gets :class:`SessionLost`."""
@@ -174,24 +204,32 @@ class AcsEngine:
         #: device key → set when its latest Inform has been recorded (status refresh).
         self.informed: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self.known: dict[str, _Known] = {}
+        self._seen: dict[str, dict[str, Any]] = {}
         self.tls = bool(settings.cwmp_tls_cert and settings.cwmp_tls_key)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the idle-session sweeper."""
+        """Start the idle-session sweeper and the write-behind of routine Informs."""
+        loop = asyncio.get_running_loop()
         if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+            self._sweeper = loop.create_task(self._sweep())
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush_loop())
 
     async def close(self) -> None:
         """End every session and stop the sweeper."""
         for session in list(self.sessions.values()):
             await self._end(session)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        for task in (self._sweeper, self._flusher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._sweeper = self._flusher = None
+        await self.flush_seen()
 
     async def _sweep(self) -> None:
         while True:
@@ -275,6 +313,29 @@ class AcsEngine:
 
     # -- Inform ------------------------------------------------------------------------
 
+    async def _known_cpe(self, ident: soap.DeviceId, key: str) -> _Known | None:
+        """What the ACS needs of a CPE at each Inform, cached for ``KNOWN_TTL_S`` (a change
+        of credentials through the API applies within that time)."""
+        known = self.known.get(key)
+        if known is not None and time.monotonic() - known.fetched < KNOWN_TTL_S:
+            return known
+        row = await self.store.device(key)
+        if row is None:
+            if await self._first_contact(ident, key) is None:
+                return None
+            row = await self.store.device(key)
+            assert row is not None
+        record = await self.resources.devices.get(row.tenant_id, row.device_id)
+        known = _Known(
+            tenant_id=row.tenant_id,
+            device_id=row.device_id,
+            credentials=self._credentials(device_view(record, self.resources.box)),
+            values={k: getattr(row, k) for k in _TRACKED},
+            fetched=time.monotonic(),
+        )
+        self.known[key] = known
+        return known
+
     async def _inform(
         self,
         envelope: soap.Envelope,
@@ -289,18 +350,12 @@ class AcsEngine:
             return Reply(400, b"the Inform has no DeviceId OUI/SerialNumber")
         key = soap.device_key(ident)
         now = utcnow()
-        row = await self.store.device(key)
-        if row is None:
-            bound = await self._first_contact(ident, key)
-            if bound is None:
-                log.warning("unknown CPE refused", device_key=key)
-                return Reply(403, b"unknown CPE", {"Connection": "close"})
-            row = await self.store.device(key)
-            assert row is not None
-        record = await self.resources.devices.get(row.tenant_id, row.device_id)
-        credentials = self._credentials(device_view(record, self.resources.box))
-        if credentials is not None and not self.verifier.verify(
-            authorization, "POST", credentials, allow_basic=self._basic()
+        known = await self._known_cpe(ident, key)
+        if known is None:
+            log.warning("unknown CPE refused", device_key=key)
+            return Reply(403, b"unknown CPE", {"Connection": "close"})
+        if known.credentials is not None and not self.verifier.verify(
+            authorization, "POST", known.credentials, allow_basic=self._basic()
         ):
             scheme = "basic" if self._basic() and self.settings.cwmp_auth != "digest" else "digest"
             headers = {"WWW-Authenticate": self.verifier.challenge(scheme)}
@@ -309,21 +364,39 @@ class AcsEngine:
                 log.warning("cwmp authentication failed", device_key=key)
             return Reply(401, b"", headers)
         values = self._inform_values(inform, envelope, now)
-        events = [e.code.strip() for e in inform.events]
-        await self.store.record_inform(
-            key,
-            row.tenant_id,
-            row.device_id,
-            values,
-            now=now,
-            firmware_version=values.get("software_version"),
-        )
+        codes = [e.code.strip() for e in inform.events]
+        notable = [c for c in codes if c not in _ROUTINE_EVENTS]
+        changed = {
+            k: values[k] for k in _TRACKED if k in values and values[k] != known.values.get(k)
+        }
+        if changed or notable:
+            # Persisted before the InformResponse acknowledges the events.
+            await self.store.record_inform(
+                key,
+                known.tenant_id,
+                known.device_id,
+                values,
+                now=now,
+                firmware_version=values.get("software_version"),
+            )
+            known.values.update(changed)
+        else:
+            # A routine Inform (periodic, or the answer to a connection request) that changes
+            # nothing but "last seen": written behind, many in one transaction.
+            self._seen[key] = {
+                "device_key": key,
+                "tenant_id": known.tenant_id,
+                "device_id": known.device_id,
+                "at": now,
+                "uptime_s": values.get("uptime_s"),
+                "last_events": values.get("last_events"),
+            }
         cpe = CpeView(
             device_key=key,
-            tenant_id=row.tenant_id,
-            device_id=row.device_id,
-            root=values.get("root") or row.root or "InternetGatewayDevice.",
-            software_version=values.get("software_version") or row.software_version,
+            tenant_id=known.tenant_id,
+            device_id=known.device_id,
+            root=known.values.get("root") or "InternetGatewayDevice.",
+            software_version=known.values.get("software_version"),
             product_class=ident.product_class,
             oui=ident.oui,
             serial_number=ident.serial_number,
@@ -341,16 +414,20 @@ class AcsEngine:
         if previous is not None and previous is not session:
             await self._end(previous)
         self.by_device[key] = session
-        await self._events(session, inform, events)
-        # Operations deferred because the CPE could not be reached may run now.
-        async with self.resources.db.write() as conn:
-            released = await release_deferred(
-                conn, row.tenant_id, row.device_id, now, "device_unreachable"
-            )
-            if released and self.resources.db.dialect == "postgresql":
-                await conn.execute(select(func.pg_notify(WAKE_CHANNEL, "")))
-        if released and self.wake_scheduler is not None:
-            self.wake_scheduler()
+        if notable:
+            await self._events(session, inform, codes)
+        # Operations deferred because the CPE could not be reached run now, in this session.
+        if await self.store.has_deferred(known.tenant_id, known.device_id, "device_unreachable"):
+            async with self.resources.db.write() as conn:
+                released = await release_deferred(
+                    conn, known.tenant_id, known.device_id, now, "device_unreachable"
+                )
+                if released and self.resources.db.dialect == "postgresql":
+                    await conn.execute(select(func.pg_notify(WAKE_CHANNEL, "")))
+            if released:
+                session.expect_work = True
+                if self.wake_scheduler is not None:
+                    self.wake_scheduler()
         informed = self.informed.get(key)
         if informed is not None:
             informed.set()
@@ -366,6 +443,21 @@ class AcsEngine:
             use_cwmp_version=use_version,
         )
         return Reply(200, body, self._soap_headers(session, set_cookie=True))
+
+    async def flush_seen(self) -> None:
+        """Write the routine Informs received since the last flush."""
+        if not self._seen:
+            return
+        batch, self._seen = list(self._seen.values()), {}
+        try:
+            await self.store.record_seen(batch, utcnow())
+        except Exception:
+            log.exception("recording routine Informs failed", count=len(batch))
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SEEN_FLUSH_S)
+            await self.flush_seen()
 
     def _basic(self) -> bool:
         return self.tls and self.settings.cwmp_auth in ("auto", "basic")
@@ -610,18 +702,16 @@ class AcsEngine:
                         self._run_job(session, queued[0])
                     )
                     session.lingered = False
-                elif (
-                    session.jobs_run
-                    and not session.lingered
-                    and self.settings.cwmp_session_linger_s > 0
-                ):
-                    # Another operation of this CPE may fall due now that one has finished.
+                elif (session.jobs_run or session.expect_work) and not session.lingered:
+                    # Another operation of this CPE may fall due now that one has finished,
+                    # or the ones released by its Inform are on their way to a worker.
                     session.lingered = True
                     session.wakeup.clear()
+                    linger = self.settings.cwmp_session_linger_s
+                    if session.expect_work and not session.jobs_run:
+                        linger = max(linger, min(5.0, self.settings.cwmp_session_timeout_s / 2))
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            session.wakeup.wait(), self.settings.cwmp_session_linger_s
-                        )
+                        await asyncio.wait_for(session.wakeup.wait(), linger)
                     continue
                 else:
                     break

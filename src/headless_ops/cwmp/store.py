@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, bindparam, delete, insert, select, update
 
 from headless_ops.store.db import Database
-from headless_ops.store.schema import cwmp_devices, cwmp_jobs, devices
+from headless_ops.store.schema import cwmp_devices, cwmp_jobs, devices, operations
 
 __all__ = ["CwmpStore", "JobState"]
 
@@ -136,6 +136,65 @@ class CwmpStore:
                 .where(devices.c.tenant_id == tenant_id, devices.c.id == device_id)
                 .values(**device_values)
             )
+
+    async def record_seen(self, seen: list[dict[str, Any]], now: datetime) -> None:
+        """Many routine Informs in one transaction: last seen, uptime, online (write-behind
+        of periodic Informs that changed nothing else)."""
+        if not seen:
+            return
+        async with self.db.write() as conn:
+            await conn.execute(
+                update(cwmp_devices)
+                .where(d.device_key == bindparam("b_key"))
+                .values(
+                    last_inform_at=bindparam("b_at"),
+                    uptime_s=bindparam("b_uptime"),
+                    last_events=bindparam("b_events"),
+                ),
+                [
+                    {
+                        "b_key": x["device_key"],
+                        "b_at": x["at"],
+                        "b_uptime": x.get("uptime_s"),
+                        "b_events": x.get("last_events"),
+                    }
+                    for x in seen
+                ],
+            )
+            await conn.execute(
+                update(devices)
+                .where(
+                    devices.c.tenant_id == bindparam("b_tenant"), devices.c.id == bindparam("b_id")
+                )
+                .values(
+                    status="online",
+                    status_detail=None,
+                    last_seen_at=bindparam("b_at"),
+                    updated_at=now,
+                ),
+                [
+                    {"b_tenant": x["tenant_id"], "b_id": x["device_id"], "b_at": x["at"]}
+                    for x in seen
+                ],
+            )
+
+    async def has_deferred(self, tenant_id: str, device_id: str, reason: str) -> bool:
+        """Whether the device has operations waiting for it to show up."""
+        o = operations.c
+        async with self.db.lookup() as conn:
+            row = (
+                await conn.execute(
+                    select(o.id)
+                    .where(
+                        o.tenant_id == tenant_id,
+                        o.device_id == device_id,
+                        o.status == "pending",
+                        o.wait_reason == reason,
+                    )
+                    .limit(1)
+                )
+            ).first()
+        return row is not None
 
     # -- jobs --------------------------------------------------------------------------
 

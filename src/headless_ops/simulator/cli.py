@@ -7,6 +7,7 @@ import contextlib
 import signal
 
 from headless_ops.cwmp.soap import device_key
+from headless_ops.simulator.cpe import SimulatedCpe
 from headless_ops.simulator.fleet import Fleet
 
 __all__ = ["simulate"]
@@ -55,29 +56,32 @@ async def _simulate(
         acs_password=acs_password,
         cr_host=cr_host,
     )
+
+    def started(cpe: SimulatedCpe) -> None:
+        error = cpe.last_session_error
+        print(
+            f"{cpe.config.serial_number} {device_key(cpe.device_id)} "
+            f"cr={cpe.connection_request_url} version={cpe.software_version} "
+            + ("ok" if error is None else f"error: {error}"),
+            flush=True,
+        )
+
+    stopped = asyncio.create_task(stop.wait())
     try:
-        starting = asyncio.create_task(fleet.start())
-        stopped = asyncio.create_task(stop.wait())
+        starting = asyncio.create_task(fleet.start(started))
         await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if starting.done():
             starting.result()  # a listener that could not bind: the error is the output
-            for cpe in fleet.cpes:
-                state = (
-                    "ok" if cpe.last_session_error is None else f"error: {cpe.last_session_error}"
-                )
-                print(
-                    f"{cpe.config.serial_number} {device_key(cpe.device_id)} "
-                    f"cr={cpe.connection_request_url} version={cpe.software_version} {state}",
-                    flush=True,
-                )
             print(f"{count} simulated CPEs informing {acs_url}; Ctrl-C to stop", flush=True)
             await stopped
         else:
             starting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await starting
-        stopped.cancel()
     finally:
+        stopped.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopped
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await fleet.close()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import resource
+from collections.abc import Callable
 from typing import Any
 
 from headless_ops.simulator.cpe import CpeConfig, CpeFaults, SimulatedCpe
@@ -20,7 +21,8 @@ _FD_RESERVE = 256
 
 class Fleet:
     """``count`` CPEs with serial numbers ``<serial_prefix>000001``…; ``config`` goes to
-    every :class:`CpeConfig` (a ``faults`` object is copied, one per CPE)."""
+    every :class:`CpeConfig` (a ``faults`` object is copied, one per CPE). ``model`` is
+    "tr098", "tr181", a CSV path, or "mixed" (odd serials TR-098, even ones TR-181)."""
 
     def __init__(
         self,
@@ -40,13 +42,16 @@ class Fleet:
             per_cpe: dict[str, Any] = dict(config)
             if faults is not None:
                 per_cpe["faults"] = dataclasses.replace(faults, fault_rpcs=dict(faults.fault_rpcs))
+            # "mixed": TR-098 and TR-181 gateways in turn.
+            own_model = ("tr098" if i % 2 else "tr181") if model == "mixed" else model
             cfg = CpeConfig(
-                acs_url=acs_url, serial_number=f"{serial_prefix}{i:06d}", model=model, **per_cpe
+                acs_url=acs_url, serial_number=f"{serial_prefix}{i:06d}", model=own_model, **per_cpe
             )
             self.cpes.append(SimulatedCpe(cfg))
 
-    async def start(self) -> None:
-        """Start every CPE (listener + bootstrap session), ``start_concurrency`` at a time.
+    async def start(self, on_started: Callable[[SimulatedCpe], None] | None = None) -> None:
+        """Start every CPE (listener + bootstrap session), ``start_concurrency`` at a time;
+        ``on_started`` is called with each CPE once its first session ended.
 
         Raises the first error of a CPE that could not start (its listener could not bind),
         after closing the whole fleet. Session failures do not raise: see each CPE's
@@ -64,6 +69,8 @@ class Fleet:
                 except asyncio.QueueEmpty:
                     return
                 await cpe.start()
+                if on_started is not None:
+                    on_started(cpe)
 
         # A few workers pulling from a queue, not one task per CPE.
         workers = [
