@@ -206,6 +206,12 @@ class AcsEngine:
         self._sweeper: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.known: dict[str, _Known] = {}
+        #: (tenant, device) with operations deferred until the CPE shows up: refreshed from
+        #: the database every SEEN_FLUSH_S (any worker may defer), added to at once by the
+        #: helper of this process.
+        self.deferred: set[tuple[str, str]] = set()
+        #: Device keys with queued jobs, likewise (refreshed, and told by this process's helper).
+        self.queued: set[str] = set()
         self._seen: dict[str, dict[str, Any]] = {}
         self.tls = bool(settings.cwmp_tls_cert and settings.cwmp_tls_key)
 
@@ -258,6 +264,7 @@ class AcsEngine:
 
     def job_queued(self, device_key: str) -> None:
         """A job was queued for the CPE: a live session here picks it up."""
+        self.queued.add(device_key)
         session = self.by_device.get(device_key)
         if session is not None:
             session.wakeup.set()
@@ -325,6 +332,8 @@ class AcsEngine:
                 return None
             row = await self.store.device(key)
             assert row is not None
+            # Operations may wait for this CPE's first Inform ("cpe_never_seen").
+            self.deferred.add((row.tenant_id, row.device_id))
         record = await self.resources.devices.get(row.tenant_id, row.device_id)
         known = _Known(
             tenant_id=row.tenant_id,
@@ -417,13 +426,14 @@ class AcsEngine:
         if notable:
             await self._events(session, inform, codes)
         # Operations deferred because the CPE could not be reached run now, in this session.
-        if await self.store.has_deferred(known.tenant_id, known.device_id, "device_unreachable"):
+        if (known.tenant_id, known.device_id) in self.deferred:
             async with self.resources.db.write() as conn:
                 released = await release_deferred(
                     conn, known.tenant_id, known.device_id, now, "device_unreachable"
                 )
                 if released and self.resources.db.dialect == "postgresql":
                     await conn.execute(select(func.pg_notify(WAKE_CHANNEL, "")))
+            self.deferred.discard((known.tenant_id, known.device_id))
             if released:
                 session.expect_work = True
                 if self.wake_scheduler is not None:
@@ -456,8 +466,13 @@ class AcsEngine:
 
     async def _flush_loop(self) -> None:
         while True:
-            await asyncio.sleep(SEEN_FLUSH_S)
             await self.flush_seen()
+            try:
+                self.deferred = await self.store.deferred_devices()
+                self.queued = await self.store.queued_keys()
+            except Exception:
+                log.exception("reading deferred operations and queued jobs failed")
+            await asyncio.sleep(SEEN_FLUSH_S)
 
     def _basic(self) -> bool:
         return self.tls and self.settings.cwmp_auth in ("auto", "basic")
@@ -696,7 +711,11 @@ class AcsEngine:
                 if session.job is not None:
                     session.job = None
                     session.jobs_run += 1
-                queued = await self.store.jobs(session.cpe.device_key, JobState.QUEUED)
+                queued = (
+                    await self.store.jobs(session.cpe.device_key, JobState.QUEUED)
+                    if self._may_have_jobs(session)
+                    else []
+                )
                 if queued:
                     session.job = asyncio.get_running_loop().create_task(
                         self._run_job(session, queued[0])
@@ -734,6 +753,17 @@ class AcsEngine:
                 break
         await self._end(session)
         return Reply(204, b"", {"Connection": "close"})
+
+    def _may_have_jobs(self, session: Session) -> bool:
+        """Whether the CPE may have queued jobs: looked up only then, so that a routine
+        periodic session costs no query. A job queued by another process comes with a
+        connection request (whose session says so), or is known within SEEN_FLUSH_S."""
+        return (
+            session.cpe.device_key in self.queued
+            or session.jobs_run > 0
+            or session.expect_work
+            or any(not e.startswith("2 PERIODIC") for e in session.events)
+        )
 
     async def _run_job(self, session: Session, job: Any) -> None:
         now = utcnow()

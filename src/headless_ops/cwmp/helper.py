@@ -153,6 +153,10 @@ class CwmpHelper:
         )
         if taken:
             await store.drop_job(context.operation_id, context.attempt)
+            if self.engine is not None:
+                # The CPE's next Inform here releases it (other ACS processes learn it from
+                # the database within a second).
+                self.engine.deferred.add((context.device.tenant_id, context.device.id))
             raise DeferredError(code, why, recheck_s=self.settings.cwmp_recheck_s)
 
     async def _wait_taken(self, context: OperationContext, event: asyncio.Event) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, insert, select, update
+from sqlalchemy import and_, bindparam, delete, insert, literal_column, select, update
 
 from headless_ops.store.db import Database
 from headless_ops.store.schema import cwmp_devices, cwmp_jobs, devices, operations
@@ -178,23 +178,21 @@ class CwmpStore:
                 ],
             )
 
-    async def has_deferred(self, tenant_id: str, device_id: str, reason: str) -> bool:
-        """Whether the device has operations waiting for it to show up."""
+    async def deferred_devices(self) -> set[tuple[str, str]]:
+        """Every ``(tenant, device)`` with operations waiting for it to show up (a scan of
+        the small partial index of such operations)."""
         o = operations.c
-        async with self.db.lookup() as conn:
-            row = (
-                await conn.execute(
-                    select(o.id)
-                    .where(
-                        o.tenant_id == tenant_id,
-                        o.device_id == device_id,
-                        o.status == "pending",
-                        o.wait_reason == reason,
-                    )
-                    .limit(1)
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(o.tenant_id, o.device_id)
+                # Spelled as the partial index's own condition, so that it is used.
+                .where(
+                    o.status == literal_column("'pending'"),
+                    o.wait_reason == literal_column("'device_unreachable'"),
                 )
-            ).first()
-        return row is not None
+                .distinct()
+            )
+            return {(r.tenant_id, r.device_id) for r in rows.all()}
 
     # -- jobs --------------------------------------------------------------------------
 
@@ -225,9 +223,17 @@ class CwmpStore:
         async with self.db.lookup() as conn:
             return (await conn.execute(select(cwmp_jobs).where(cond))).first()
 
+    async def queued_keys(self) -> set[str]:
+        """The device keys with queued jobs (the table holds only jobs in flight)."""
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(j.device_key).where(j.state == JobState.QUEUED).distinct()
+            )
+            return {r.device_key for r in rows.all()}
+
     async def jobs(self, device_key: str, state: str) -> list[Any]:
         """A CPE's jobs in ``state``, highest priority (lowest number) first."""
-        async with self.db.read() as conn:
+        async with self.db.lookup() as conn:
             rows = await conn.execute(
                 select(cwmp_jobs)
                 .where(j.device_key == device_key, j.state == state)

@@ -93,6 +93,7 @@ devices = Table(
 
 _WAITING = text("status IN ('scheduled', 'pending')")
 _RUNNING = text("status = 'running'")
+_DEFERRED = text("status = 'pending' AND wait_reason = 'device_unreachable'")
 _WAITING_EXPIRING = text("status IN ('scheduled', 'pending') AND expires_at IS NOT NULL")
 
 operations = Table(
@@ -160,6 +161,14 @@ operations = Table(
         postgresql_where=_WAITING_EXPIRING,
     ),
     Index("ix_operations_started_at", "started_at"),
+    # Operations waiting for their device to show up (the ACS looks them up at each Inform).
+    Index(
+        "ix_operations_deferred",
+        "tenant_id",
+        "device_id",
+        sqlite_where=_DEFERRED,
+        postgresql_where=_DEFERRED,
+    ),
     Index(
         "ix_operations_lease",
         "lease_expires_at",

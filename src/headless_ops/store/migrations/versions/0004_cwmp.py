@@ -37,9 +37,7 @@ def upgrade() -> None:
         sa.Column("last_inform_at", UtcDateTime(), nullable=True),
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("device_key", name="pk_cwmp_devices"),
-        sa.UniqueConstraint(
-            "tenant_id", "device_id", name="uq_cwmp_devices_tenant_id_device_id"
-        ),
+        sa.UniqueConstraint("tenant_id", "device_id", name="uq_cwmp_devices_tenant_id_device_id"),
     )
     op.create_table(
         "cwmp_jobs",
