@@ -209,12 +209,8 @@ async def _main(args: argparse.Namespace) -> None:
             started = time.monotonic()
             await asyncio.gather(*(register(i) for i in informs))
             print(f"registration of {args.cpes} CPEs: {time.monotonic() - started:.1f} s\n")
-            print(f"{'round':>5} {'bare sessions/s':>16} {'ACS sessions/s':>15} {'ratio':>7}")
-            for n in range(args.rounds):
-                base = await _load(bare_port, informs, args.duration)
-                acs = await _load(acs_port, informs, args.duration)
-                print(f"{n + 1:>5} {base:>16.0f} {acs:>15.0f} {acs / base:>6.2f}x", flush=True)
-            # Memory per connected CPE: every CPE holding a session open at once.
+            # Memory per connected CPE: every CPE holding a session open at once (measured
+            # before the load rounds, whose peak the allocator would keep).
             await asyncio.sleep(1)
             before = _rss_kib(ours.pid)
             hold = asyncio.Event()
@@ -225,9 +221,15 @@ async def _main(args: argparse.Namespace) -> None:
             await asyncio.gather(*sessions, return_exceptions=True)
             per = (during - before) * 1024 / args.cpes
             print(
-                f"\nACS resident memory: {before / 1024:.1f} MiB idle, {during / 1024:.1f} MiB "
+                f"ACS resident memory: {before / 1024:.1f} MiB idle, {during / 1024:.1f} MiB "
                 f"with {args.cpes} sessions open: {per / 1024:.1f} KiB per connected CPE"
             )
+            print()
+            print(f"{'round':>5} {'bare sessions/s':>16} {'ACS sessions/s':>15} {'ratio':>7}")
+            for n in range(args.rounds):
+                base = await _load(bare_port, informs, args.duration)
+                acs = await _load(acs_port, informs, args.duration)
+                print(f"{n + 1:>5} {base:>16.0f} {acs:>15.0f} {acs / base:>6.2f}x", flush=True)
         finally:
             for proc in (bare, ours):
                 proc.terminate()

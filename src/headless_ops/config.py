@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     cwmp_boot_timeout_s: float = Field(default=600.0, gt=0)
     #: After a session's last operation, how long it stays open for another that falls due.
     cwmp_session_linger_s: float = Field(default=0.3, ge=0)
+    #: Give each CPE connection-request credentials of its own at first contact (and after
+    #: a factory reset), kept sealed in the inventory.
+    cwmp_provision_connection_request: bool = True
     #: Sessions at once in one ACS process (beyond: 503 with Retry-After).
     cwmp_max_sessions: int = Field(default=10000, ge=1)
 

@@ -123,10 +123,28 @@ async def test_auto_registration_fills_the_inventory(api: Api) -> None:
         assert body["connection"]["serial_number"] == "REG0001"
         assert body["firmware_version"] == "9.9" and body["last_seen_at"]
         assert body["labels"] == {"registered_by": "acs"}
+        # The ACS gave it connection-request credentials of its own, kept sealed.
+        username = body["connection"]["connection_request_username"]
+        assert username == "202BC1-BM632w-REG0001"
+        assert "connection_request_password" not in body["connection"]
+        assert cpe.model.value(f"{IGD}ManagementServer.ConnectionRequestUsername") == username
+        password = cpe.model.value(f"{IGD}ManagementServer.ConnectionRequestPassword")
+        assert password and len(password) >= 20
+        # …which a connection request now needs (Digest): without them the CPE says 401.
+        url = cpe.connection_request_url
+        async with httpx2.AsyncClient(timeout=5) as client:
+            assert (await client.get(url)).status_code == 401
+            assert (
+                await client.get(url, auth=httpx2.DigestAuth(username, password))
+            ).status_code in (200, 204)
 
 
 async def test_the_namespace_and_version_of_the_cpe_are_answered_in_kind(api: Api) -> None:
-    async with acs_env(api) as env, httpx2.AsyncClient(timeout=10) as client:
+    # This hand-driven CPE does not take the ACS's provisioning of its credentials.
+    async with (
+        acs_env(api, cwmp_provision_connection_request=False) as env,
+        httpx2.AsyncClient(timeout=10) as client,
+    ):
         r = await client.post(
             env.acs_url, content=_inform("NSP0001", ns=soap.CWMP_1_2, versions="1.0,1.2,1.4")
         )

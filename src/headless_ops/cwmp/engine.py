@@ -80,6 +80,8 @@ class _Known:
     credentials: Credentials | None
     values: dict[str, Any]
     fetched: float
+    #: The inventory holds connection-request credentials the CPE was given.
+    cr_ready: bool = True
 
 
 class SessionLost(Exception):
@@ -115,6 +117,8 @@ class Session:
     lingered: bool = False
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     rpc_count: int = 0
+    #: Connection-request credentials are to be given to the CPE in this session.
+    provision: bool = False
     #: Operations were released for this CPE: wait for their jobs before ending.
     expect_work: bool = False
 
@@ -124,6 +128,21 @@ class Session:
         if self.reply is not None and not self.reply[2].done():
             self.reply[2].set_exception(SessionLost("the CWMP session ended"))
         self.wakeup.set()
+
+
+async def _rpc(session: Session, request: soap.Message) -> soap.Message:
+    """Send one ACS request in ``session``; the CPE's answer (a fault raises RpcFault)."""
+    if session.ended:
+        raise SessionLost("the CWMP session ended")
+    session.rpc_count += 1
+    rpc_id = f"{session.id[:8]}.{session.rpc_count}"
+    future: asyncio.Future[soap.Message] = asyncio.get_running_loop().create_future()
+    session.reply = (rpc_id, type(request).__name__, future)
+    await session.outgoing.put(request)
+    response = await future
+    if isinstance(response, soap.CwmpFault):
+        raise RpcFault(type(request).__name__, response)
+    return response
 
 
 class _JobContext:
@@ -140,18 +159,7 @@ class _JobContext:
         self.resources = engine.resources
 
     async def rpc(self, request: soap.Message) -> soap.Message:
-        session = self.session
-        if session.ended:
-            raise SessionLost("the CWMP session ended")
-        session.rpc_count += 1
-        rpc_id = f"{session.id[:8]}.{session.rpc_count}"
-        future: asyncio.Future[soap.Message] = asyncio.get_running_loop().create_future()
-        session.reply = (rpc_id, type(request).__name__, future)
-        await session.outgoing.put(request)
-        response = await future
-        if isinstance(response, soap.CwmpFault):
-            raise RpcFault(type(request).__name__, response)
-        return response
+        return await _rpc(self.session, request)
 
     async def device(self) -> DeviceView:
         record = await self.engine.resources.devices.get(self.cpe.tenant_id, self.cpe.device_id)
@@ -335,12 +343,14 @@ class AcsEngine:
             # Operations may wait for this CPE's first Inform ("cpe_never_seen").
             self.deferred.add((row.tenant_id, row.device_id))
         record = await self.resources.devices.get(row.tenant_id, row.device_id)
+        view = device_view(record, self.resources.box)
         known = _Known(
             tenant_id=row.tenant_id,
             device_id=row.device_id,
-            credentials=self._credentials(device_view(record, self.resources.box)),
+            credentials=self._credentials(view),
             values={k: getattr(row, k) for k in _TRACKED},
             fetched=time.monotonic(),
+            cr_ready=bool(view.connection.get("connection_request_password")),
         )
         self.known[key] = known
         return known
@@ -417,6 +427,9 @@ class AcsEngine:
             conn_key=conn_key,
             events=[f"{e.code.strip()} {e.command_key}".strip() for e in inform.events],
         )
+        if "0 BOOTSTRAP" in codes:
+            known.cr_ready = False  # a factory reset reverts them on the CPE
+        session.provision = not known.cr_ready and self.settings.cwmp_provision_connection_request
         self.sessions[session.id] = session
         self.by_conn[conn_key] = session
         previous = self.by_device.get(key)
@@ -707,7 +720,10 @@ class AcsEngine:
     async def _next_request(self, session: Session) -> Reply:
         """The next ACS request of this session, or 204 when there is nothing more."""
         while not session.ended:
-            if session.job is None or session.job.done():
+            if session.provision and session.job is None:
+                session.provision = False
+                session.job = asyncio.get_running_loop().create_task(self._provision(session))
+            elif session.job is None or session.job.done():
                 if session.job is not None:
                     session.job = None
                     session.jobs_run += 1
@@ -753,6 +769,44 @@ class AcsEngine:
                 break
         await self._end(session)
         return Reply(204, b"", {"Connection": "close"})
+
+    async def _provision(self, session: Session) -> None:
+        """Give the CPE connection-request credentials of its own (SetParameterValues) and
+        keep them, sealed, in the inventory: the ACS can then always reach it with Digest."""
+        cpe = session.cpe
+        username = cpe.device_key[:64]
+        password = secrets.token_urlsafe(18)
+        ms = f"{cpe.root}ManagementServer."
+        request = soap.SetParameterValues(
+            parameters=[
+                soap.ParameterValue(f"{ms}ConnectionRequestUsername", username),
+                soap.ParameterValue(f"{ms}ConnectionRequestPassword", password),
+            ],
+            parameter_key="",
+        )
+        try:
+            await _rpc(session, request)
+        except (RpcFault, SessionLost, HelperError) as exc:
+            log.warning(
+                "connection-request credentials not set", device_key=cpe.device_key, reason=str(exc)
+            )
+            return
+        from headless_ops.services.devices import DeviceUpdate
+
+        await self.resources.devices.update(
+            cpe.tenant_id,
+            cpe.device_id,
+            DeviceUpdate(
+                connection={
+                    "connection_request_username": username,
+                    "connection_request_password": password,
+                }
+            ),
+        )
+        known = self.known.get(cpe.device_key)
+        if known is not None:
+            known.cr_ready = True
+        log.info("connection-request credentials set", device_key=cpe.device_key)
 
     def _may_have_jobs(self, session: Session) -> bool:
         """Whether the CPE may have queued jobs: looked up only then, so that a routine

@@ -52,13 +52,19 @@ class CwmpStore:
     async def find_inventory_device(self, oui: str, product_class: str, serial: str) -> Any:
         """An inventory device (any tenant) created for this identity before it ever informed.
 
-        A scan of the CWMP devices' connection fields: it runs once per new CPE only.
+        A scan of the connection fields of the CWMP devices no CPE is bound to yet: it runs
+        once per new CPE only.
         """
+        bound = select(d.device_key).where(
+            d.tenant_id == devices.c.tenant_id, d.device_id == devices.c.id
+        )
         async with self.db.read() as conn:
             rows = (
                 await conn.execute(
+                    # Only devices no CPE has claimed yet: registered ones are skipped, so
+                    # a fleet registering itself does not scan ever more rows.
                     select(devices.c.tenant_id, devices.c.id, devices.c.connection).where(
-                        devices.c.protocol == "cwmp"
+                        devices.c.protocol == "cwmp", ~bound.exists()
                     )
                 )
             ).all()
