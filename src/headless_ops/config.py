@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     cwmp_boot_timeout_s: float = Field(default=600.0, gt=0)
     #: After a session's last operation, how long it stays open for another that falls due.
     cwmp_session_linger_s: float = Field(default=0.3, ge=0)
+    #: Periodic status refresh: a CPE not heard from for this long is asked to connect (a
+    #: connection request), and marked offline with the reason when it does not (0: off).
+    cwmp_status_refresh_s: float = Field(default=3600.0, ge=0)
     #: Give each CPE connection-request credentials of its own at first contact (and after
     #: a factory reset), kept sealed in the inventory.
     cwmp_provision_connection_request: bool = True

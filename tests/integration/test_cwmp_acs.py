@@ -4,6 +4,7 @@ kind, and the path another ACS process takes (jobs handed over through the datab
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import ssl
@@ -238,3 +239,22 @@ async def test_work_handed_over_through_the_database_as_between_processes(api: A
             timeout=30,
         )
         assert op["status"] == "completed", op
+
+
+async def test_periodic_refresh_asks_silent_cpes_and_marks_the_gone_offline(api: Api) -> None:
+    from headless_ops.cwmp.acs import refresh_stale
+
+    async with acs_env(api, cwmp_status_refresh_s=0.5) as env:
+        alive = await env.cpe("PRF0001")
+        gone = await env.cpe("PRF0002")
+        alive_id, gone_id = await env.device_id(alive), await env.device_id(gone)
+        await gone.close()
+        await asyncio.sleep(0.6)  # both are now "silent" for longer than the refresh interval
+        sessions = alive.sessions
+        assert await refresh_stale(api.runtime) == 2
+        assert alive.sessions > sessions  # it was asked to connect, and did
+        body = (await api.client.get(f"{DEVICES}{alive_id}/", headers=env.headers)).json()
+        assert body["status"] == "online", body
+        body = (await api.client.get(f"{DEVICES}{gone_id}/", headers=env.headers)).json()
+        assert body["status"] == "offline", body
+        assert "connection request" in body["status_detail"], body

@@ -27,7 +27,7 @@ from headless_ops.cwmp.engine import AcsEngine
 if TYPE_CHECKING:
     from headless_ops.api.runtime import Runtime
 
-__all__ = ["AcsServer", "create_acs_app", "make_engine", "run_acs"]
+__all__ = ["AcsServer", "create_acs_app", "make_engine", "refresh_stale", "run_acs"]
 
 log = structlog.get_logger(__name__)
 
@@ -226,7 +226,54 @@ async def run_acs(runtime: Runtime, stop: asyncio.Event) -> None:
         )
         return
     log.info("ACS listening", url=runtime.settings.cwmp_base_url + runtime.settings.cwmp_path)
+    refresher = asyncio.get_running_loop().create_task(_status_refresh_loop(runtime, stop))
     try:
         await stop.wait()
     finally:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
         await server.stop()
+
+
+async def refresh_stale(runtime: Runtime, limit: int = 200) -> int:
+    """One round of the periodic status refresh: CPEs silent for longer than
+    ``cwmp_status_refresh_s`` get a connection request; their status is what follows."""
+    from datetime import timedelta
+
+    from headless_ops.services.status import refresh_devices
+    from headless_ops.store.devices import stale_devices
+    from headless_ops.timeutil import utcnow
+
+    s = runtime.settings
+    before = utcnow() - timedelta(seconds=s.cwmp_status_refresh_s)
+    async with runtime.db.read() as conn:
+        records = await stale_devices(conn, "cwmp", before, limit)
+    if records:
+        await refresh_devices(
+            runtime.db,
+            runtime.registry,
+            runtime.box,
+            records,
+            timeout=s.status_refresh_timeout_s,
+            concurrency=s.status_refresh_concurrency,
+        )
+    return len(records)
+
+
+async def _status_refresh_loop(runtime: Runtime, stop: asyncio.Event) -> None:
+    interval = runtime.settings.cwmp_status_refresh_s
+    if interval <= 0:
+        return
+    pause = max(5.0, min(300.0, interval / 10))
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause)
+        if stop.is_set():
+            return
+        try:
+            count = await refresh_stale(runtime)
+            if count:
+                log.info("status of silent CPEs refreshed", count=count)
+        except Exception:
+            log.exception("periodic status refresh failed")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Row, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from headless_ops.store.records import DeviceRecord
@@ -21,6 +21,7 @@ __all__ = [
     "insert_device",
     "list_devices",
     "set_status",
+    "stale_devices",
     "update_device",
 ]
 
@@ -155,3 +156,20 @@ async def set_status(
     if firmware_version is not None:
         values["firmware_version"] = firmware_version
     await update_device(conn, tenant_id, device_id, values)
+
+
+async def stale_devices(
+    conn: AsyncConnection, protocol: str, seen_before: datetime, limit: int
+) -> list[DeviceRecord]:
+    """Devices of ``protocol`` (every tenant) not seen since ``seen_before``, least recently
+    seen first (never seen: first of all)."""
+    rows = await conn.execute(
+        select(devices)
+        .where(
+            devices.c.protocol == protocol,
+            or_(devices.c.last_seen_at.is_(None), devices.c.last_seen_at < seen_before),
+        )
+        .order_by(devices.c.last_seen_at.is_not(None), devices.c.last_seen_at)
+        .limit(limit)
+    )
+    return [_record(r) for r in rows.all()]
