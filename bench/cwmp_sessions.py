@@ -194,6 +194,9 @@ async def _main(args: argparse.Namespace) -> None:
             HEADLESS_OPS_CWMP_HOST=HOST,
             HEADLESS_OPS_LOG_LEVEL="WARNING",
             HEADLESS_OPS_CWMP_MAX_SESSIONS=str(args.cpes * 2),
+            # The raw load generator answers no ACS request: nothing is provisioned (the
+            # routine periodic session is what is measured).
+            HEADLESS_OPS_CWMP_PROVISION_CONNECTION_REQUEST="false",
         )
         ours = _start([sys.executable, "-m", "headless_ops", "acs"], env, scratch / "acs.log")
         try:

@@ -123,6 +123,14 @@ async def test_auto_registration_fills_the_inventory(api: Api) -> None:
         assert body["protocol"] == "cwmp" and body["status"] == "online"
         assert body["connection"]["serial_number"] == "REG0001"
         assert body["firmware_version"] == "9.9" and body["last_seen_at"]
+        reported = body["reported"]
+        assert reported["software_version"] == "9.9"
+        assert reported["data_model"] == IGD and reported["hardware_version"]
+        assert isinstance(reported["uptime_s"], int)
+        assert reported["connection_request_url"] == cpe.connection_request_url
+        assert "0 BOOTSTRAP" in reported["last_events"]
+        listed = (await api.client.get(DEVICES, headers=env.headers)).json()["results"]
+        assert [d["reported"]["software_version"] for d in listed] == ["9.9"]
         assert body["labels"] == {"registered_by": "acs"}
         # The ACS gave it connection-request credentials of its own, kept sealed.
         username = body["connection"]["connection_request_username"]

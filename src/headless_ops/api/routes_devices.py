@@ -14,6 +14,7 @@ from headless_ops.api.pagination import page_links
 from headless_ops.api.schemas import DeviceList, DeviceOut, render_device
 from headless_ops.auth.scopes import Scope
 from headless_ops.auth.tokens import Principal
+from headless_ops.cwmp.store import CwmpStore
 from headless_ops.domain.devices import DeviceStatus, Protocol
 from headless_ops.errors import FieldError, InvalidInput
 from headless_ops.services.devices import DeviceUpdate, NewDevice
@@ -58,13 +59,16 @@ async def list_devices(
         label=label_pair,
     )
     count, page = await runtime.devices.list(principal.tenant_id, flt, limit, offset)
+    reported = await CwmpStore(runtime.db).reported(
+        principal.tenant_id, [d.id for d in page if d.protocol == "cwmp"]
+    )
     nxt, prev = page_links(request, count, limit, offset)
     return JSONResponse(
         {
             "count": count,
             "next": nxt,
             "previous": prev,
-            "results": [render_device(d, runtime.box) for d in page],
+            "results": [render_device(d, runtime.box, reported.get(d.id)) for d in page],
         }
     )
 
@@ -104,7 +108,12 @@ async def create_device(request: Request, runtime: RuntimeDep, principal: WriteD
 )
 async def get_device(device_id: str, runtime: RuntimeDep, principal: ReadDev) -> JSONResponse:
     record = await runtime.devices.get(principal.tenant_id, device_id)
-    return JSONResponse(render_device(record, runtime.box))
+    reported = (
+        await CwmpStore(runtime.db).reported(principal.tenant_id, [record.id])
+        if record.protocol == "cwmp"
+        else {}
+    )
+    return JSONResponse(render_device(record, runtime.box, reported.get(record.id)))
 
 
 @router.patch(

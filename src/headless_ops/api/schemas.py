@@ -80,6 +80,18 @@ class OperationList(BaseModel):
     results: list[OperationOut]
 
 
+class ReportedOut(BaseModel):
+    """What a TR-069 CPE reported in its last Inform."""
+
+    software_version: str | None
+    hardware_version: str | None
+    uptime_s: int | None
+    data_model: str | None
+    connection_request_url: str | None
+    last_inform_at: str | None
+    last_events: list[str] | None
+
+
 class DeviceOut(BaseModel):
     """A device; secrets are never shown, only the names of those that are set."""
 
@@ -94,6 +106,8 @@ class DeviceOut(BaseModel):
     status_detail: str | None
     last_seen_at: str | None
     firmware_version: str | None
+    #: What a TR-069 CPE last reported (null for other devices and CPEs never seen).
+    reported: ReportedOut | None = None
     created_at: str
     updated_at: str
 
@@ -149,7 +163,9 @@ def render_operation(view: OperationView) -> dict[str, Any]:
     return out
 
 
-def render_device(record: DeviceRecord, box: SecretBox) -> dict[str, Any]:
+def render_device(
+    record: DeviceRecord, box: SecretBox, reported: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The JSON object of one device, without secret values."""
     return {
         "id": record.id,
@@ -163,6 +179,7 @@ def render_device(record: DeviceRecord, box: SecretBox) -> dict[str, Any]:
         "status_detail": record.status_detail,
         "last_seen_at": iso(record.last_seen_at),
         "firmware_version": record.firmware_version,
+        "reported": reported,
         "created_at": iso(record.created_at),
         "updated_at": iso(record.updated_at),
     }

@@ -9,6 +9,7 @@ from sqlalchemy import and_, bindparam, delete, insert, literal_column, select, 
 
 from headless_ops.store.db import Database
 from headless_ops.store.schema import cwmp_devices, cwmp_jobs, devices, operations
+from headless_ops.timeutil import iso
 
 __all__ = ["CwmpStore", "JobState"]
 
@@ -48,6 +49,31 @@ class CwmpStore:
                     select(cwmp_devices).where(d.tenant_id == tenant_id, d.device_id == device_id)
                 )
             ).first()
+
+    async def reported(self, tenant_id: str, device_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """What the CPEs among ``device_ids`` last reported, by device id (API view)."""
+        if not device_ids:
+            return {}
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(cwmp_devices).where(
+                        d.tenant_id == tenant_id, d.device_id.in_(device_ids)
+                    )
+                )
+            ).all()
+        return {
+            r.device_id: {
+                "software_version": r.software_version,
+                "hardware_version": r.hardware_version,
+                "uptime_s": r.uptime_s,
+                "data_model": r.root,
+                "connection_request_url": r.connection_request_url,
+                "last_inform_at": iso(r.last_inform_at),
+                "last_events": r.last_events,
+            }
+            for r in rows
+        }
 
     async def find_inventory_device(self, oui: str, product_class: str, serial: str) -> Any:
         """An inventory device (any tenant) created for this identity before it ever informed.
