@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -160,12 +161,15 @@ async def _main(args: argparse.Namespace) -> None:
                 reboot_s=args.reboot_s,
                 software_version="1.0.0",
                 start_concurrency=100,
+                periodic_inform_s=args.periodic_s,
             )
             started = time.monotonic()
             await fleet.start()
             print(
                 f"fleet: {args.cpes} CPEs started and registered in {time.monotonic() - started:.1f} s"
             )
+            await conn.close()
+            conn = await HttpConnection.open(HOST, port)  # the last one idled past keep-alive
             ids: list[str] = []
             offset = 0
             while True:
@@ -186,6 +190,19 @@ async def _main(args: argparse.Namespace) -> None:
             )
             print(f"operations/s:                   {completed / elapsed:6.1f}")
             print(f"ratio to the floor:             {elapsed / floor:6.2f}x")
+            with contextlib.closing(sqlite3.connect(db)) as check:
+                deferred = check.execute(
+                    "SELECT COUNT(DISTINCT operation_id) FROM operation_events "
+                    "WHERE event = 'deferred'"
+                ).fetchone()[0]
+                retried = check.execute(
+                    "SELECT COUNT(DISTINCT operation_id) FROM operation_events "
+                    "WHERE event = 'retry_scheduled'"
+                ).fetchone()[0]
+            print(
+                f"deferred at least once (connection request not answered in time): {deferred}; "
+                f"retried: {retried}"
+            )
         finally:
             if fleet is not None:
                 await fleet.close()
@@ -197,6 +214,7 @@ def main() -> None:
     parser.add_argument("--cpes", type=int, default=1000)
     parser.add_argument("--reboot-s", type=float, default=1.0)
     parser.add_argument("--delay-s", type=float, default=20.0, help="creation head start")
+    parser.add_argument("--periodic-s", type=float, default=60.0, help="CPEs' periodic Inform")
     asyncio.run(_main(parser.parse_args()))
 
 

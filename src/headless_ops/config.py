@@ -140,7 +140,10 @@ class Settings(BaseSettings):
     #: when an unreachable CPE's waiting operations are tried again at the latest.
     cwmp_connection_request_timeout_s: float = Field(default=3.0, gt=0)
     cwmp_session_wait_s: float = Field(default=30.0, gt=0)
-    cwmp_recheck_s: float = Field(default=3600.0, gt=0)
+    cwmp_recheck_s: float = Field(default=300.0, gt=0)
+    #: Connection requests in flight at once (a thousand due together must not all knock
+    #: at the same instant).
+    cwmp_max_connection_requests: int = Field(default=50, ge=1)
     #: Waiting for a TransferComplete after a Download/Upload, and for the BOOT after a
     #: Reboot or FactoryReset.
     cwmp_transfer_timeout_s: float = Field(default=3600.0, gt=0)

@@ -50,6 +50,7 @@ class CwmpHelper:
         self.store: CwmpStore | None = None
         #: The ACS engine of this process, when it runs one (set by the ACS on start).
         self.engine: AcsEngine | None = None
+        self._cr_slots: asyncio.Semaphore | None = None
 
     def bind(self, resources: HelperResources) -> None:
         """Take the server's settings and stores."""
@@ -70,12 +71,15 @@ class CwmpHelper:
             self.engine.job_queued(cpe.device_key)
             return True, ""
         c = device.connection
-        return await connection_request(
-            c.get("connection_request_url") or cpe.connection_request_url,
-            c.get("connection_request_username"),
-            c.get("connection_request_password"),
-            timeout_s=self.settings.cwmp_connection_request_timeout_s,
-        )
+        if self._cr_slots is None:
+            self._cr_slots = asyncio.Semaphore(self.settings.cwmp_max_connection_requests)
+        async with self._cr_slots:
+            return await connection_request(
+                c.get("connection_request_url") or cpe.connection_request_url,
+                c.get("connection_request_username"),
+                c.get("connection_request_password"),
+                timeout_s=self.settings.cwmp_connection_request_timeout_s,
+            )
 
     # -- operations --------------------------------------------------------------------
 
