@@ -248,9 +248,7 @@ def test_api(
     response = case.call(base_url=server.base_url, session=session, headers=auth, timeout=30)
     case.validate_response(
         response,
-        checks=[*CONFORMANCE, ignored_auth]
-        if case.operation.label in TEXT_ONLY_BODIES
-        else CHECKS,
+        checks=[*CONFORMANCE, ignored_auth] if case.operation.label in TEXT_ONLY_BODIES else CHECKS,
         headers=auth,
         # ignored_auth re-sends the request without the token through these.
         transport_kwargs={"base_url": server.base_url, "session": session},

@@ -216,7 +216,13 @@ async def test_a_host_that_accepts_tcp_but_never_speaks_ssh_times_out_retryably(
                 api,
                 headers,
                 "blackhole",
-                {"host": "127.0.0.1", "port": port, "username": "admin", "password": "x"},
+                {
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "username": "admin",
+                    "password": "x",
+                    "host_key_policy": "pin_on_first_use",
+                },
             )
             op = await run_op(api, headers, device_id, "reboot", max_attempts=2)
         assert op["status"] == "failed" and op["attempts"] == 2, op

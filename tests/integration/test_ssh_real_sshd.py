@@ -21,6 +21,7 @@ def _connection(dev: SshdDevice, **extra: Any) -> dict[str, Any]:
         "port": dev.port,
         "username": dev.username,
         "private_key": dev.private_key,
+        "host_key": dev.host_key,
         "profile": "linux",
         "profile_vars": {
             "config_path": str(dev.path("etc", "app.conf")),
@@ -43,7 +44,9 @@ async def test_backup_copies_a_real_file_and_pins_the_host_key(
     add_ssh_helper(api)
     headers = await api.auth()
     async with running(api.runtime.make_scheduler()):
-        device_id = await register(api, headers, "linux-1", _connection(dev))
+        connection = _connection(dev, host_key_policy="pin_on_first_use")
+        del connection["host_key"]  # nothing pinned: captured on this first contact
+        device_id = await register(api, headers, "linux-1", connection)
         location = (api.runtime.settings.allowed_backup_roots()[0]).as_uri() + "/"
         op = await run_op(
             api, headers, device_id, "backup_configuration", {"backup_location": location}
@@ -56,7 +59,7 @@ async def test_backup_copies_a_real_file_and_pins_the_host_key(
             f"/api/v1/inventory_device/{device_id}/backups/{backup_id}/content", headers=headers
         )
         assert r.status_code == 200 and r.text == config
-        # Nothing was pinned and the policy is pin-on-first-use: the key is now pinned.
+        # Nothing was pinned and the device was set to pin on first use: the key is pinned.
         r = await api.client.get(f"/api/v1/inventory_device/{device_id}/", headers=headers)
         assert r.json()["connection"]["host_key"] == dev.host_key
 

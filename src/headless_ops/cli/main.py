@@ -219,10 +219,14 @@ def simulate(
     acs_url: Annotated[str, typer.Option("--acs", help="The ACS URL CPEs inform")],
     count: Annotated[int, typer.Option(help="How many CPEs")] = 10,
     model: Annotated[str, typer.Option(help="tr098, tr181 or mixed")] = "tr098",
-    periodic: Annotated[float, typer.Option(help="Periodic inform interval, seconds (0: off)")] = 300.0,
+    periodic: Annotated[
+        float, typer.Option(help="Periodic inform interval, seconds (0: off)")
+    ] = 300.0,
     acs_username: Annotated[str | None, typer.Option(help="CPE credentials at the ACS")] = None,
     acs_password: Annotated[str | None, typer.Option(help="CPE credentials at the ACS")] = None,
-    cr_host: Annotated[str, typer.Option(help="Address of the CPEs' connection-request listeners")] = "127.0.0.1",
+    cr_host: Annotated[
+        str, typer.Option(help="Address of the CPEs' connection-request listeners")
+    ] = "127.0.0.1",
     serial_prefix: Annotated[str, typer.Option(help="Serial numbers are <prefix><n>")] = "SIM",
 ) -> None:
     """Run a simulated TR-069 CPE fleet against an ACS (real CWMP over HTTP)."""

@@ -67,7 +67,7 @@ class SshConnection(_Connection):
     #: Pinned host key (OpenSSH ``known_hosts`` key text); captured on first contact when
     #: ``host_key_policy`` is ``pin_on_first_use``.
     host_key: Annotated[StrictStr, Field(max_length=16384)] | None = None
-    host_key_policy: Literal["require", "pin_on_first_use"] = "pin_on_first_use"
+    host_key_policy: Literal["require", "pin_on_first_use"] = "require"
     #: Platform profile name (``linux``, ``openwrt``, ``ios`` or one of the user's).
     profile: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] = "linux"
     #: Values for the profile's ``{placeholders}`` (paths, commands) on this device.

@@ -41,7 +41,7 @@ class ConnectParams:
     private_key: str | None = field(default=None, repr=False)
     passphrase: str | None = field(default=None, repr=False)
     host_key: str | None = None
-    host_key_policy: str = "pin_on_first_use"
+    host_key_policy: str = "require"
 
     @property
     def identity(self) -> tuple[object, ...]:

@@ -103,7 +103,7 @@ class SshHelper:
             private_key=c.get("private_key"),
             passphrase=c.get("private_key_passphrase"),
             host_key=c.get("host_key") or self._pinned.get(key),
-            host_key_policy=c.get("host_key_policy", "pin_on_first_use"),
+            host_key_policy=c.get("host_key_policy", "require"),
         )
 
     @contextlib.asynccontextmanager
