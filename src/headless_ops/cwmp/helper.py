@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from headless_ops.config import Settings
-from headless_ops.cwmp.connreq import connection_request
+from headless_ops.cwmp.connreq import ConnectionRequester
 from headless_ops.cwmp.engine import AcsEngine
 from headless_ops.cwmp.store import CwmpStore, JobState
 from headless_ops.domain.devices import DeviceStatus
@@ -33,9 +33,11 @@ from headless_ops.timeutil import utcnow
 
 __all__ = ["CwmpHelper"]
 
-#: How often a waiting attempt looks at its job when no in-process signal comes (a session
-#: in another ACS process writes the outcome).
+#: How often a waiting attempt looks at its job: often when the CPE's session may be in
+#: another ACS process (nothing would signal this one), rarely as a safety net when this
+#: process's ACS signals every change.
 POLL_S = 1.0
+POLL_IN_PROCESS_S = 10.0
 
 
 class CwmpHelper:
@@ -51,6 +53,7 @@ class CwmpHelper:
         #: The ACS engine of this process, when it runs one (set by the ACS on start).
         self.engine: AcsEngine | None = None
         self._cr_slots: asyncio.Semaphore | None = None
+        self._requester: ConnectionRequester | None = None
 
     def bind(self, resources: HelperResources) -> None:
         """Take the server's settings and stores."""
@@ -71,15 +74,25 @@ class CwmpHelper:
             self.engine.job_queued(cpe.device_key)
             return True, ""
         c = device.connection
-        if self._cr_slots is None:
+        if self._requester is None:
+            self._requester = ConnectionRequester(
+                self.settings.cwmp_connection_request_timeout_s,
+                self.settings.cwmp_max_connection_requests,
+            )
             self._cr_slots = asyncio.Semaphore(self.settings.cwmp_max_connection_requests)
+        assert self._cr_slots is not None
         async with self._cr_slots:
-            return await connection_request(
+            return await self._requester.request(
                 c.get("connection_request_url") or cpe.connection_request_url,
                 c.get("connection_request_username"),
                 c.get("connection_request_password"),
-                timeout_s=self.settings.cwmp_connection_request_timeout_s,
             )
+
+    async def aclose(self) -> None:
+        """Close the connection-request client."""
+        if self._requester is not None:
+            await self._requester.aclose()
+            self._requester = None
 
     # -- operations --------------------------------------------------------------------
 
@@ -173,7 +186,7 @@ class CwmpHelper:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            await self._sleep(event, min(POLL_S, remaining))
+            await self._sleep(event, min(self._poll_s(), remaining))
 
     async def _wait_done(self, context: OperationContext, event: asyncio.Event) -> Any:
         """The job once finished; a transfer or reboot that never completes times out."""
@@ -209,7 +222,12 @@ class CwmpHelper:
                     )
                     if moved:
                         continue
-            await self._sleep(event, POLL_S)
+                await self._sleep(event, min(self._poll_s(), limit - waited + 0.05))
+                continue
+            await self._sleep(event, self._poll_s())
+
+    def _poll_s(self) -> float:
+        return POLL_S if self.engine is None else POLL_IN_PROCESS_S
 
     @staticmethod
     async def _sleep(event: asyncio.Event, seconds: float) -> None:
