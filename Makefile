@@ -35,6 +35,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.api_list
 	$(BIN)/python -m bench.dispatch
 	$(BIN)/python -m bench.lateness
+	$(BIN)/python -m bench.ssh_backup
+	$(BIN)/python -m bench.cwmp_sessions
+	$(BIN)/python -m bench.cwmp_firmware
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

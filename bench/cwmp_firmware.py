@@ -35,6 +35,7 @@ from bench.common import (
     free_port,
     insert_token_sqlite,
     migrated_sqlite,
+    percentile,
     print_machine,
     scratch_dir,
     server_env,
@@ -199,9 +200,25 @@ async def _main(args: argparse.Namespace) -> None:
                     "SELECT COUNT(DISTINCT operation_id) FROM operation_events "
                     "WHERE event = 'retry_scheduled'"
                 ).fetchone()[0]
+                timings = check.execute(
+                    "SELECT scheduled_at, started_at, finished_at FROM operations "
+                    "WHERE status = 'completed'"
+                ).fetchall()
             print(
                 f"deferred at least once (connection request not answered in time): {deferred}; "
                 f"retried: {retried}"
+            )
+
+            def seconds(a: str, b: str) -> float:
+                return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
+
+            waits = sorted(seconds(r[0], r[1]) for r in timings)
+            runs = sorted(seconds(r[1], r[2]) for r in timings)
+            print(
+                f"start lateness p50/p99/max: {percentile(waits, 50):.2f} / "
+                f"{percentile(waits, 99):.2f} / {waits[-1]:.2f} s; "
+                f"running time p50/p99/max: {percentile(runs, 50):.2f} / "
+                f"{percentile(runs, 99):.2f} / {runs[-1]:.2f} s"
             )
         finally:
             if fleet is not None:
