@@ -266,3 +266,65 @@ async def test_periodic_refresh_asks_silent_cpes_and_marks_the_gone_offline(api:
         body = (await api.client.get(f"{DEVICES}{gone_id}/", headers=env.headers)).json()
         assert body["status"] == "offline", body
         assert "connection request" in body["status_detail"], body
+
+
+async def test_downloads_need_their_one_time_credentials_and_end_with_the_job(api: Api) -> None:
+    from headless_ops.cwmp.auth import ha1
+    from headless_ops.cwmp.store import JobState
+    from headless_ops.timeutil import utcnow
+
+    async with acs_env(api, scheduler=False) as env:
+        r = await api.client.post(
+            "/api/v1/firmware/",
+            files={"file": ("fw-7.bin", b"VERSION=7\nimage bytes\n")},
+            data={"version": "7.0"},
+            headers=env.headers,
+        )
+        image = r.json()
+        cpe = await env.cpe("DLC0001")
+        device_id = await env.device_id(cpe)
+        row = await env.engine.store.device("202BC1-BM632w-DLC0001")
+        assert row is not None
+        now = utcnow()
+        await env.engine.store.put_job(
+            {
+                "operation_id": "op_download_test",
+                "attempt": 1,
+                "tenant_id": row.tenant_id,
+                "device_id": device_id,
+                "device_key": row.device_key,
+                "operation_type": "firmware_update",
+                "parameters": {"firmware_version": "7.0"},
+                "priority": 0,
+                "state": JobState.WAITING,
+                "transfer_token": "tok-abc",
+                "transfer_username": "dl-user",
+                "transfer_ha1": ha1("dl-user", "dl-pass"),
+                "progress": {"image_id": image["id"]},
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
+        url = f"http://127.0.0.1:{env.server.port}/firmware/tok-abc/fw-7.bin"
+        async with httpx2.AsyncClient(timeout=10) as client:
+            assert (await client.get(url)).status_code == 401
+            assert (
+                await client.get(url, auth=httpx2.DigestAuth("dl-user", "wrong"))
+            ).status_code == 401
+            r = await client.get(url, auth=httpx2.DigestAuth("dl-user", "dl-pass"))
+            assert r.status_code == 200 and r.content == b"VERSION=7\nimage bytes\n"
+            r = await client.get(url, auth=httpx2.BasicAuth("dl-user", "dl-pass"))
+            assert r.status_code == 200
+            other = f"http://127.0.0.1:{env.server.port}/firmware/not-a-token/fw-7.bin"
+            assert (
+                await client.get(other, auth=httpx2.DigestAuth("dl-user", "dl-pass"))
+            ).status_code == 404
+            await env.engine.store.transition(
+                "op_download_test",
+                1,
+                from_states=(JobState.WAITING,),
+                now=utcnow(),
+                state=JobState.DONE,
+            )
+            r = await client.get(url, auth=httpx2.DigestAuth("dl-user", "dl-pass"))
+            assert r.status_code == 404  # the job is over: so is its download
