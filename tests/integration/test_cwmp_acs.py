@@ -328,3 +328,17 @@ async def test_downloads_need_their_one_time_credentials_and_end_with_the_job(ap
             )
             r = await client.get(url, auth=httpx2.DigestAuth("dl-user", "dl-pass"))
             assert r.status_code == 404  # the job is over: so is its download
+
+
+async def test_the_cache_of_cpes_is_pruned(api: Api) -> None:
+    from headless_ops.cwmp import engine as engine_module
+
+    async with acs_env(api, scheduler=False) as env:
+        cpe = await env.cpe("PRN0001")
+        key = "202BC1-BM632w-PRN0001"
+        assert key in env.engine.known
+        assert env.engine.prune_known() == 0  # fresh: kept
+        env.engine.known[key].fetched -= engine_module.KNOWN_TTL_S + 1
+        assert env.engine.prune_known() == 1 and key not in env.engine.known
+        await cpe.inform("2 PERIODIC")  # looked up again, works as before
+        assert key in env.engine.known and cpe.last_session_error is None

@@ -477,8 +477,21 @@ class AcsEngine:
         except Exception:
             log.exception("recording routine Informs failed", count=len(batch))
 
+    def prune_known(self) -> int:
+        """Forget cached CPEs older than their TTL (a fleet of millions must not pile up in
+        memory); returns how many were dropped."""
+        cutoff = time.monotonic() - KNOWN_TTL_S
+        stale = [key for key, known in self.known.items() if known.fetched < cutoff]
+        for key in stale:
+            del self.known[key]
+        return len(stale)
+
     async def _flush_loop(self) -> None:
+        rounds = 0
         while True:
+            rounds += 1
+            if rounds % 60 == 0:
+                self.prune_known()
             await self.flush_seen()
             try:
                 self.deferred = await self.store.deferred_devices()
