@@ -343,3 +343,31 @@ async def test_update_status_sends_a_connection_request_and_reads_the_inform(api
         ).json()
         assert body["status"] == "offline", body
         assert "connection request" in (body["status_detail"] or ""), body
+
+
+async def test_each_contract_value_type_is_sent_with_its_xsd_type(api: Api) -> None:
+    async with acs_env(api) as env:
+        cpe = await env.cpe("TYP0001", model="tr181")
+        device_id = await env.device_id(cpe)
+        values = [
+            {"name": "Device.Ethernet.Interface.1.MaxBitRate", "value": 100, "type": "integer"},
+            {
+                "name": "Device.ManagementServer.PeriodicInformInterval",
+                "value": 60,
+                "type": "unsignedInt",
+            },
+            {
+                "name": "Device.ManagementServer.PeriodicInformEnable",
+                "value": False,
+                "type": "boolean",
+            },
+        ]
+        before = list(cpe.rpcs)
+        op = await run_op(
+            api, env.headers, device_id, "set_parameters", {"values": values}, timeout=30
+        )
+        assert op["status"] == "completed", op
+        # Right the first time: the CPE (strict about types) refused nothing to re-type.
+        assert cpe.rpcs[len(before) :] == ["SetParameterValues"]
+        assert cpe.model.value("Device.Ethernet.Interface.1.MaxBitRate") == "100"
+        assert cpe.model.value("Device.ManagementServer.PeriodicInformEnable") == "false"

@@ -75,7 +75,7 @@ def test_a_user_profile_extends_a_shipped_one(tmp_path: Path) -> None:
 
 
 def test_a_user_profile_overrides_a_shipped_one_and_changes_are_picked_up(tmp_path: Path) -> None:
-    library = ProfileLibrary(tmp_path)
+    library = ProfileLibrary(tmp_path, recheck_s=0)
     assert (
         library.load("linux").vars["upload_dir"]
         == ProfileLibrary().load("linux").vars["upload_dir"]
@@ -112,3 +112,11 @@ def test_unknown_profile_lists_the_known_ones() -> None:
         ProfileLibrary().load("nope")
     with pytest.raises(ProfileError, match="invalid profile name"):
         ProfileLibrary().load("../etc/passwd")
+
+
+def test_the_profile_folder_is_looked_at_most_once_per_recheck_interval(tmp_path: Path) -> None:
+    library = ProfileLibrary(tmp_path, recheck_s=3600)
+    shipped = library.load("linux")
+    (tmp_path / "linux.yaml").write_text("name: linux\nvars:\n  upload_dir: /data\n")
+    assert library.load("linux") == shipped  # within the interval: the folder is not re-read
+    assert ProfileLibrary(tmp_path, recheck_s=3600).load("linux").vars == {"upload_dir": "/data"}

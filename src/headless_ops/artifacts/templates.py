@@ -24,7 +24,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from headless_ops.domain.devices import CONNECTION_MODELS, Protocol
-from headless_ops.domain.operations import field_errors
+from headless_ops.domain.operations import XSD_TYPES, field_errors
 from headless_ops.errors import Conflict, FieldError, InvalidInput, NotFound
 from headless_ops.helpers.base import DeviceView
 from headless_ops.store.db import Database
@@ -43,17 +43,7 @@ __all__ = [
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _PATH = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(\.([A-Za-z0-9_-]+|\{i\}))*\.?$")
-_XSD_TYPES = (
-    "string",
-    "int",
-    "unsignedInt",
-    "long",
-    "unsignedLong",
-    "boolean",
-    "dateTime",
-    "base64",
-    "hexBinary",
-)
+_XSD_TYPES = tuple(XSD_TYPES)
 
 #: Largest number or string an expression may build: a configuration value, not a way to
 #: keep the server busy (``{{ 9**9**9**9 }}``, ``{{ 'x' * 10**10 }}``).

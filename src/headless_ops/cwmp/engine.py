@@ -109,7 +109,9 @@ class Session:
     state: int = 1
     last_seen: float = field(default_factory=time.monotonic)
     ended: bool = False
+    #: The Inform's events as shown in results ("M Reboot <key>"), and their bare codes.
     events: list[str] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)
     outgoing: asyncio.Queue[soap.Message] = field(default_factory=asyncio.Queue)
     reply: tuple[str, str, asyncio.Future[soap.Message]] | None = None
     job: asyncio.Task[None] | None = None
@@ -426,6 +428,7 @@ class AcsEngine:
             cwmp_ns=envelope.cwmp_ns,
             conn_key=conn_key,
             events=[f"{e.code.strip()} {e.command_key}".strip() for e in inform.events],
+            codes=codes,
         )
         if "0 BOOTSTRAP" in codes:
             known.cr_ready = False  # a factory reset reverts them on the CPE
@@ -437,7 +440,7 @@ class AcsEngine:
             await self._end(previous)
         self.by_device[key] = session
         if notable:
-            await self._events(session, inform, codes)
+            await self._events(session, inform)
         # Operations deferred because the CPE could not be reached run now, in this session.
         if (known.tenant_id, known.device_id) in self.deferred:
             async with self.resources.db.write() as conn:
@@ -587,13 +590,13 @@ class AcsEngine:
 
     # -- events of an Inform finish waiting jobs ---------------------------------------
 
-    async def _events(self, session: Session, inform: soap.Inform, codes: list[str]) -> None:
+    async def _events(self, session: Session, inform: soap.Inform) -> None:
         waiting = await self.store.jobs(session.cpe.device_key, JobState.WAITING)
         if not waiting:
             return
         keys = {e.command_key for e in inform.events if e.code.strip().startswith("M ")}
-        boot = "1 BOOT" in codes
-        bootstrap = "0 BOOTSTRAP" in codes
+        boot = "1 BOOT" in session.codes
+        bootstrap = "0 BOOTSTRAP" in session.codes
         for job in waiting:
             progress = dict(job.progress or {})
             kind = progress.get("kind")
@@ -692,8 +695,7 @@ class AcsEngine:
             await self._finish(job, error=fault_error("TransferComplete", fault))
             return
         if job.operation_type == "firmware_update":
-            codes = [e.split(" ", 1)[0] if e[:1].isdigit() else e for e in session.events]
-            rebooted = "1" in codes or any(e.startswith("M Download") for e in session.events)
+            rebooted = "1 BOOT" in session.codes or "M Download" in session.codes
             await self._check_version(job, session, rebooted=rebooted)
         else:
             saved = (job.progress or {}).get("saved")
@@ -829,7 +831,7 @@ class AcsEngine:
             session.cpe.device_key in self.queued
             or session.jobs_run > 0
             or session.expect_work
-            or any(not e.startswith("2 PERIODIC") for e in session.events)
+            or any(code != "2 PERIODIC" for code in session.codes)
         )
 
     async def _run_job(self, session: Session, job: Any) -> None:

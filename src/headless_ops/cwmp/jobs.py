@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from headless_ops.artifacts.templates import RenderError, device_facts, render_context
 from headless_ops.cwmp import soap
+from headless_ops.domain.operations import XSD_TYPES
 from headless_ops.helpers.base import (
     DeviceView,
     HelperError,
@@ -37,17 +38,6 @@ __all__ = [
 ]
 
 GPV_BATCH = 32
-_XSD = {
-    "string": "xsd:string",
-    "int": "xsd:int",
-    "unsignedInt": "xsd:unsignedInt",
-    "long": "xsd:long",
-    "unsignedLong": "xsd:unsignedLong",
-    "boolean": "xsd:boolean",
-    "dateTime": "xsd:dateTime",
-    "base64": "xsd:base64Binary",
-    "hexBinary": "xsd:hexBinary",
-}
 
 
 @dataclass
@@ -207,7 +197,7 @@ async def set_parameters(ctx: JobContext) -> Finished:
     last attempt's change may have been applied though its response was lost."""
     wanted = [
         soap.ParameterValue(
-            v["name"], wire_value(v["value"]), _XSD.get(v.get("type", "string"), "xsd:string")
+            v["name"], wire_value(v["value"]), XSD_TYPES.get(v.get("type", "string"), "xsd:string")
         )
         for v in ctx.parameters["values"]
     ]
@@ -231,13 +221,7 @@ async def set_parameters(ctx: JobContext) -> Finished:
 async def add_object(ctx: JobContext) -> Finished:
     """AddObject: the new instance's number and the CPE's status."""
     name = str(ctx.parameters["object_name"])
-    try:
-        response = await ctx.rpc(
-            soap.AddObject(object_name=name, parameter_key=ctx.operation_id[-32:])
-        )
-    except RpcFault as exc:
-        raise fault_error("AddObject", exc.fault) from None
-    added = _check(response, soap.AddObjectResponse)
+    added = await _add(ctx, name)
     return Finished(
         {
             "instance_number": added.instance_number,
@@ -348,12 +332,12 @@ async def configuration_sync(ctx: JobContext) -> Finished:
         if "{i}" in path:
             table = path.split("{i}", 1)[0]
             if table not in added:
-                response = await _add(ctx, table)
-                added[table] = f"{table}{response}."
+                instance = await _add(ctx, table)
+                added[table] = f"{table}{instance.instance_number}."
             path = path.replace(f"{table}{{i}}.", added[table], 1)
         values.append(
             soap.ParameterValue(
-                path, wire_value(item["value"]), _XSD.get(str(item["type"]), "xsd:string")
+                path, wire_value(item["value"]), XSD_TYPES.get(str(item["type"]), "xsd:string")
             )
         )
     existing = [v for v in values if not any(v.name.startswith(a) for a in added.values())]
@@ -378,14 +362,15 @@ async def configuration_sync(ctx: JobContext) -> Finished:
     )
 
 
-async def _add(ctx: JobContext, table: str) -> int:
+async def _add(ctx: JobContext, table: str) -> soap.AddObjectResponse:
     try:
         response = await ctx.rpc(
             soap.AddObject(object_name=table, parameter_key=ctx.operation_id[-32:])
         )
     except RpcFault as exc:
         raise fault_error("AddObject", exc.fault) from None
-    return int(_check(response, soap.AddObjectResponse).instance_number)
+    added: soap.AddObjectResponse = _check(response, soap.AddObjectResponse)
+    return added
 
 
 async def backup_configuration(ctx: JobContext) -> Finished | Waiting:

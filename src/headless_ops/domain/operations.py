@@ -192,6 +192,21 @@ class GetParametersParams(_Params):
 
 ParameterValueType = Literal["string", "integer", "unsignedInt", "boolean", "dateTime", "base64"]
 
+#: The ``xsi:type`` a TR-069 value is sent with, by the type names of the contract (and the
+#: data models' own names, which configuration templates may use too).
+XSD_TYPES: dict[str, str] = {
+    "string": "xsd:string",
+    "integer": "xsd:int",
+    "int": "xsd:int",
+    "unsignedInt": "xsd:unsignedInt",
+    "long": "xsd:long",
+    "unsignedLong": "xsd:unsignedLong",
+    "boolean": "xsd:boolean",
+    "dateTime": "xsd:dateTime",
+    "base64": "xsd:base64Binary",
+    "hexBinary": "xsd:hexBinary",
+}
+
 
 class ParameterValue(_Params):
     """``{"name": "Device.ManagementServer.PeriodicInformInterval", "value": 300, "type": "unsignedInt"}``"""

@@ -141,8 +141,11 @@ class SshHelper:
         return {**profile.vars, **dict(device.connection.get("profile_vars") or {})}
 
     @contextlib.asynccontextmanager
-    async def _session(self, device: DeviceView, profile: Profile) -> AsyncIterator[DeviceSession]:
-        async with self._connection(device) as conn:
+    async def _session(
+        self, device: DeviceView, profile: Profile, *, fresh: bool = False
+    ) -> AsyncIterator[DeviceSession]:
+        """A session on a pooled connection (``fresh``: a new one, e.g. after a reboot)."""
+        async with self._connection(device, fresh=fresh) as conn:
             session = DeviceSession(
                 conn, profile, self._values(profile, device), self.settings.ssh_command_timeout_s
             )
@@ -413,7 +416,7 @@ class SshHelper:
         went_down = False
         while loop.time() < deadline:
             try:
-                async with self._session_fresh(device, profile) as session:
+                async with self._session(device, profile, fresh=True) as session:
                     if went_down:
                         version = await self._fact(session, "version")
                         return version, loop.time() - started
@@ -425,19 +428,6 @@ class SshHelper:
             f"the device did not come back within {self.settings.ssh_reboot_wait_s:g} s "
             + ("of going down" if went_down else "(it never went down)"),
         )
-
-    @contextlib.asynccontextmanager
-    async def _session_fresh(
-        self, device: DeviceView, profile: Profile
-    ) -> AsyncIterator[DeviceSession]:
-        async with self._connection(device, fresh=True) as conn:
-            session = DeviceSession(
-                conn, profile, self._values(profile, device), self.settings.ssh_command_timeout_s
-            )
-            try:
-                yield session
-            finally:
-                await session.close()
 
     async def _reboot(self, context: OperationContext, profile: Profile) -> dict[str, Any]:
         spec = profile.operations.reboot

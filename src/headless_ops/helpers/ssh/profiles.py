@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import shlex
 import string
+import time
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from importlib import resources
@@ -36,6 +37,8 @@ __all__ = [
     "render_command",
 ]
 
+#: How long the user profile folder's listing is trusted.
+FINGERPRINT_TTL_S = 1.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -216,8 +219,13 @@ def _merge(base: Any, override: Any) -> Any:
 class ProfileLibrary:
     """Shipped profiles plus the user's, resolved (``extends``) and validated on load."""
 
-    def __init__(self, user_dir: Path | None = None) -> None:
+    def __init__(
+        self, user_dir: Path | None = None, *, recheck_s: float = FINGERPRINT_TTL_S
+    ) -> None:
         self.user_dir = user_dir
+        self.recheck_s = recheck_s
+        self._checked_at = float("-inf")
+        self._last_fingerprint: tuple[tuple[str, float], ...] = ()
 
     def _raw(self, name: str) -> dict[str, Any]:
         if not _NAME.fullmatch(name):
@@ -246,10 +254,19 @@ class ProfileLibrary:
         return _load_cached(self, name, self._fingerprint())
 
     def _fingerprint(self) -> tuple[tuple[str, float], ...]:
-        # User profiles are re-read when a file changes, without restarting the server.
+        # User profiles are re-read when a file changes, without restarting the server; the
+        # folder is looked at most once a second, not at every operation.
+        now = time.monotonic()
+        if now - self._checked_at < self.recheck_s:
+            return self._last_fingerprint
+        self._checked_at = now
         if self.user_dir is None or not self.user_dir.is_dir():
-            return ()
-        return tuple(sorted((p.name, p.stat().st_mtime) for p in self.user_dir.glob("*.yaml")))
+            self._last_fingerprint = ()
+        else:
+            self._last_fingerprint = tuple(
+                sorted((p.name, p.stat().st_mtime) for p in self.user_dir.glob("*.yaml"))
+            )
+        return self._last_fingerprint
 
     def resolve(self, name: str) -> Profile:
         """Load without the cache (validation of a new profile)."""
