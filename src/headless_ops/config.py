@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     #: Operations claimed per statement, and most running at once in one worker process.
     claim_batch_size: int = Field(default=512, ge=1, le=10_000)
     max_in_flight: int = Field(default=2000, ge=1)
+    #: Operations due within this many seconds are claimed now and started by a timer at
+    #: their time: the claim (and its commit) happens before, not after, the due moment.
+    claim_ahead_s: float = Field(default=0.05, ge=0, le=5)
     #: A running operation's lease; renewed every third of it.
     lease_ttl_s: float = Field(default=30.0, gt=0)
     #: Backstop poll when nothing wakes the loop (new operations in another process on SQLite).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
@@ -13,6 +15,7 @@ __all__ = [
     "OPERATIONS",
     "QUEUE_DEPTH",
     "REFUSED_RESULTS",
+    "attempt_finished",
 ]
 
 OPERATIONS = Gauge(
@@ -45,3 +48,24 @@ LEASE_EXPIRIES = Counter(
 REFUSED_RESULTS = Counter(
     "headless_ops_refused_results_total", "Late results refused because the lease was lost"
 )
+
+
+_children: dict[tuple[str, str], tuple[Any, Any | None]] = {}
+
+
+def attempt_finished(operation_type: str, status: str) -> None:
+    """Count one recorded attempt (and a finished operation when ``status`` is terminal).
+
+    The labelled children are looked up once per (type, status): ``labels()`` takes a lock
+    and validates its arguments, on the scheduler's hot path.
+    """
+    pair = _children.get((operation_type, status))
+    if pair is None:
+        terminal = status in ("completed", "failed", "cancelled")
+        pair = _children[(operation_type, status)] = (
+            ATTEMPTS.labels(operation_type, status),
+            FINISHED.labels(status, operation_type) if terminal else None,
+        )
+    pair[0].inc()
+    if pair[1] is not None:
+        pair[1].inc()

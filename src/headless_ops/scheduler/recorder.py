@@ -26,7 +26,7 @@ class Recorder:
     def __init__(self, store: SchedulerStore, clock: Callable[[], datetime]) -> None:
         self.store = store
         self.clock = clock
-        self._queue: list[tuple[Outcome, asyncio.Future[bool]]] = []
+        self._queue: list[tuple[Outcome, Callable[[bool], None]]] = []
         self._more = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -50,9 +50,14 @@ class Recorder:
     async def submit(self, outcome: Outcome) -> bool:
         """Queue ``outcome``; True once written, False if refused (lease lost)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append((outcome, future))
-        self._more.set()
+        self.put(outcome, lambda ok: None if future.done() else future.set_result(ok))
         return await future
+
+    def put(self, outcome: Outcome, done: Callable[[bool], None]) -> None:
+        """Queue ``outcome``; ``done(True)`` is called once it is committed, ``done(False)``
+        if it was refused (lease lost)."""
+        self._queue.append((outcome, done))
+        self._more.set()
 
     async def _run(self) -> None:
         while True:
@@ -73,8 +78,10 @@ class Recorder:
                 await asyncio.sleep(0.5)
                 del exc
                 continue
-            for outcome, future in batch:
-                if not future.done():
-                    future.set_result(outcome.op_id not in refused)
+            for outcome, done in batch:
+                try:
+                    done(outcome.op_id not in refused)
+                except Exception:
+                    log.exception("after recording an outcome", operation_id=outcome.op_id)
             if self._closing:
                 self._more.set()  # loop once more: exit when nothing is left

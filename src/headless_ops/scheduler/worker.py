@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
@@ -48,12 +49,17 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{new_id('w', 3)[2:]}"
 
 
-@dataclass
+@dataclass(eq=False, slots=True)
 class _Running:
     claimed: Claimed
     context: OperationContext
+    #: The task running the attempt, once started.
     task: asyncio.Task[None] | None = None
+    #: Before the start: the timer that starts it at its time (it was claimed ahead).
+    #: Once started: the timer that stops it at its execution timeout.
+    timer: asyncio.TimerHandle | None = None
     lease_lost: bool = False
+    timed_out: bool = False
     #: Its outcome is with the recorder: the row may turn terminal any moment, by our hand.
     submitted: bool = False
 
@@ -83,13 +89,16 @@ class Scheduler:
         )
         self.lease_ttl = timedelta(seconds=s.lease_ttl_s)
         self.margin = timedelta(seconds=s.window_margin_s)
+        self.ahead = timedelta(seconds=s.claim_ahead_s)
         self.recorder = Recorder(self.store, self.clock)
         self._running: dict[str, _Running] = {}
         self._wake = asyncio.Event()
+        #: Set whenever an attempt leaves ``_running`` (recorded, refused or interrupted).
+        self._progress = asyncio.Event()
         self._claiming = True
         self._last_housekeeping: datetime | None = None
-        self._idle = asyncio.Event()
         self._views: dict[tuple[str, str], tuple[datetime, DeviceView]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Bound once: the lazy module proxy would re-bind on every call of the hot path.
         self.log = structlog.get_logger(__name__).bind(worker=self.worker_id)
 
@@ -107,13 +116,14 @@ class Scheduler:
 
     @property
     def in_flight(self) -> int:
-        """Operations this worker is running."""
+        """Operations this worker holds a lease on (running, or claimed to start shortly)."""
         return len(self._running)
 
     # -- the loop -------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run until ``stop`` is set, then drain (see :meth:`drain`)."""
+        self._loop = asyncio.get_running_loop()
         self.recorder.start()
         tasks = [asyncio.create_task(self._heartbeat_loop(), name="headless-ops-heartbeat")]
         if self.db.dialect == "postgresql":
@@ -139,16 +149,15 @@ class Scheduler:
 
     async def run_until_idle(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a test bound
         """Run until nothing is due now and nothing runs (deterministic mode for tests)."""
+        self._loop = asyncio.get_running_loop()
         self.recorder.start()
         try:
             async with asyncio.timeout(timeout):
                 while True:
+                    self._progress.clear()
                     claimed = await self._cycle()
                     if self._running:
-                        await asyncio.wait(
-                            [r.task for r in self._running.values() if r.task is not None],
-                            return_when=asyncio.FIRST_COMPLETED,
-                        )
+                        await self._progress.wait()
                         continue
                     if claimed == 0:
                         return
@@ -178,7 +187,9 @@ class Scheduler:
         poll = self.settings.safety_poll_s
         if self._rate_limited:
             poll = min(poll, 1.0)
-        nxt = await self.store.next_wake(now)
+        # Operations are claimed `ahead` of their time (and started by a timer at it): wake
+        # that much before the next one becomes due.
+        nxt = await self.store.next_wake(now, self.ahead)
         if nxt is None:
             return poll
         if nxt <= now:
@@ -205,9 +216,13 @@ class Scheduler:
             lease_ttl=self.lease_ttl,
             limits=self.limits,
             window_margin=self.margin,
+            ahead=self.ahead,
         )
-        for item in claimed:
-            self._start(item, now)
+        if claimed:
+            # The claim committed a moment ago: measure the wait for each start from now.
+            now = self.clock()
+            for item in claimed:
+                self._start(item, now)
         return len(claimed)
 
     async def _housekeeping(self, now: datetime) -> None:
@@ -227,9 +242,8 @@ class Scheduler:
     # -- running one operation ---------------------------------------------------------------
 
     def _start(self, claimed: Claimed, now: datetime) -> None:
+        """Start a claimed operation now, or at its time if it was claimed ahead of it."""
         op = claimed.op
-        if op.attempts == 1:
-            metrics.LATENESS.observe(max(0.0, (now - op.scheduled_at).total_seconds()))
         device = self._view(claimed.device) if claimed.device is not None else None
         context = OperationContext(
             operation_id=op.id,
@@ -245,7 +259,44 @@ class Scheduler:
             context.cancel.set()
         running = _Running(claimed, context)
         self._running[op.id] = running
-        running.task = asyncio.create_task(self._execute(running), name=f"op-{op.id}")
+        wait = (op.started_at - now).total_seconds() if op.started_at is not None else 0.0
+        if wait > 0.001:
+            assert self._loop is not None
+            running.timer = self._loop.call_later(wait, self._launch, running, None)
+        else:
+            self._launch(running, now)
+
+    def _launch(self, running: _Running, now: datetime | None) -> None:
+        """The attempt's task, and the timer of its execution timeout."""
+        running.timer = None
+        if running.lease_lost:
+            return
+        loop = self._loop
+        assert loop is not None
+        op = running.claimed.op
+        if op.attempts == 1:
+            now = now or self.clock()
+            metrics.LATENESS.observe(max(0.0, (now - op.scheduled_at).total_seconds()))
+        running.task = loop.create_task(self._execute(running))
+        running.timer = loop.call_later(running.context.timeout_s, self._time_out, running)
+
+    def _time_out(self, running: _Running) -> None:
+        running.timer = None
+        task = running.task
+        if task is not None and not task.done() and not running.submitted:
+            running.timed_out = True
+            task.cancel()
+
+    def _forget(self, running: _Running) -> None:
+        """``running`` holds nothing any more: free its place (and its device)."""
+        if running.timer is not None:
+            running.timer.cancel()
+            running.timer = None
+        op_id = running.claimed.op.id
+        if self._running.get(op_id) is running:
+            del self._running[op_id]
+        self._progress.set()
+        self.wake()  # the device is free: another of its operations may start
 
     def _view(self, record: DeviceRecord) -> DeviceView:
         """The helper's view of a device (secrets decrypted), cached per device version."""
@@ -261,35 +312,45 @@ class Scheduler:
 
     async def _execute(self, running: _Running) -> None:
         op = running.claimed.op
+        # The task's own context: these go with every log line of the attempt, helpers' too.
         structlog.contextvars.bind_contextvars(operation_id=op.id, attempt=op.attempts)
         try:
             outcome = await self._attempt(running)
-            if running.lease_lost:
-                self.log.warning("lease lost while running; result not written", operation_id=op.id)
-                metrics.REFUSED_RESULTS.inc()
-                return
-            running.submitted = True
-            accepted = await self.recorder.submit(outcome)
-            status = outcome.decision.status
-            if not accepted:
-                metrics.REFUSED_RESULTS.inc()
-                self.log.warning("late result refused: the lease was lost", operation_id=op.id)
-            else:
-                metrics.ATTEMPTS.labels(op.operation_type, status.value).inc()
-                if status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
-                    metrics.FINISHED.labels(status.value, op.operation_type).inc()
-                self.log.info(
-                    "attempt finished",
-                    operation_id=op.id,
-                    status=status.value,
-                    error_code=outcome.decision.error_code,
-                )
         except asyncio.CancelledError:
+            # Lease lost, or shutdown past its grace period: nothing may be written.
             self.log.info("attempt interrupted", operation_id=op.id)
-        finally:
-            self._running.pop(op.id, None)
-            structlog.contextvars.unbind_contextvars("operation_id", "attempt")
-            self.wake()  # the device is free: another of its operations may start
+            self._forget(running)
+            return
+        if running.timer is not None:
+            running.timer.cancel()
+            running.timer = None
+        if running.lease_lost:
+            self.log.warning("lease lost while running; result not written", operation_id=op.id)
+            metrics.REFUSED_RESULTS.inc()
+            self._forget(running)
+            return
+        running.submitted = True
+        # Not awaited: the recorder commits outcomes in batches and then calls back, so the
+        # task ends here and holds nothing while the commit runs.
+        self.recorder.put(outcome, partial(self._recorded, running, outcome))
+
+    def _recorded(self, running: _Running, outcome: Outcome, accepted: bool) -> None:
+        """After the commit that holds ``outcome`` (or its refusal by the lease fence)."""
+        op = running.claimed.op
+        status = outcome.decision.status
+        if not accepted:
+            metrics.REFUSED_RESULTS.inc()
+            self.log.warning("late result refused: the lease was lost", operation_id=op.id)
+        else:
+            metrics.attempt_finished(op.operation_type, status.value)
+            self.log.info(
+                "attempt finished",
+                operation_id=op.id,
+                attempt=op.attempts,
+                status=status.value,
+                error_code=outcome.decision.error_code,
+            )
+        self._forget(running)
 
     async def _attempt(self, running: _Running) -> Outcome:
         claimed, ctx = running.claimed, running.context
@@ -310,6 +371,18 @@ class Scheduler:
             )
             return Outcome(op.id, op.lease_version, op.attempts, decision)
 
+        def timed_out() -> Outcome:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # our own cancellation, handled here
+            return failure("timeout", f"no result within {ctx.timeout_s:g}s", True)
+
+        if ctx.cancel.is_set():
+            # Cancelled between the claim and the start: the helper is never called.
+            decision = Decision(
+                Status.CANCELLED, error_code="cancelled", message="cancelled before it started"
+            )
+            return Outcome(op.id, op.lease_version, op.attempts, decision)
         if claimed.device is None:
             return failure("device_missing", f"device {op.device_id} no longer exists", False)
         helper = self.registry.get(claimed.device.protocol)
@@ -325,16 +398,20 @@ class Scheduler:
             )
         self.log.debug("attempt started", operation_id=op.id, device_id=op.device_id)
         try:
-            async with asyncio.timeout(ctx.timeout_s):
-                result = await helper.execute(ctx)
+            result = await helper.execute(ctx)
+        except asyncio.CancelledError:
+            if running.timed_out and not running.lease_lost:
+                return timed_out()
+            raise
         except DeferredError as exc:
             return self._deferred(running, exc)
         except HelperError as exc:
+            if running.timed_out:
+                return timed_out()
             return failure(exc.code, exc.message, exc.retryable)
-        except TimeoutError:
-            return failure("timeout", f"no result within {ctx.timeout_s:g}s", True)
-        except asyncio.CancelledError:
-            raise
+        except TimeoutError as exc:
+            # The helper's own timeout (ours arrives as a cancellation, above).
+            return failure("timeout", str(exc) or "the helper timed out", True)
         except OSError as exc:
             return failure("io_error", f"{type(exc).__name__}: {exc}", True)
         except Exception as exc:
@@ -404,33 +481,48 @@ class Scheduler:
         lost, cancel = await self.store.heartbeat(self.clock(), held, self.lease_ttl)
         for op_id in lost:
             running = self._running.get(op_id)
-            if running is not None and running.task is not None and not running.submitted:
-                running.lease_lost = True
-                self.log.warning("lease lost; stopping the local attempt", operation_id=op_id)
+            if running is None or running.submitted:
+                continue
+            running.lease_lost = True
+            self.log.warning("lease lost; stopping the local attempt", operation_id=op_id)
+            if running.task is not None:
                 running.task.cancel()
+            else:
+                self._forget(running)  # claimed ahead and not started: it never will be
         for op_id in cancel:
             self.request_cancel(op_id)
 
     async def drain(self, grace: float) -> None:
-        """Stop claiming; let running operations finish within ``grace`` seconds, then
-        release the leases of the rest so another worker takes them at once."""
+        """Stop claiming; let running operations finish (and their outcomes commit) within
+        ``grace`` seconds, then release the leases of the rest so another worker takes them
+        at once."""
         self._claiming = False
-        tasks = [r.task for r in self._running.values() if r.task is not None]
-        if tasks:
-            self.log.info("draining", running=len(tasks), grace_s=grace)
-            await asyncio.wait(tasks, timeout=grace)
-        left = {i: r.claimed.op.lease_version for i, r in self._running.items()}
-        if left:
-            for r in list(self._running.values()):
-                r.lease_lost = True  # nothing they produce may be written now
-                if r.task is not None:
-                    r.task.cancel()
-            released = await self.store.release(self.clock(), left)
-            self.log.info("leases released", count=released)
-            await asyncio.gather(
-                *(r.task for r in self._running.values() if r.task is not None),
-                return_exceptions=True,
-            )
+        if self._running:
+            self.log.info("draining", running=len(self._running), grace_s=grace)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + grace
+            while self._running and loop.time() < deadline:
+                self._progress.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(deadline):
+                        await self._progress.wait()
+        # Outcomes already with the recorder are written by it (it stops after this).
+        left = {i: r for i, r in self._running.items() if not r.submitted}
+        if not left:
+            return
+        tasks = []
+        for r in left.values():
+            r.lease_lost = True  # nothing they produce may be written now
+            if r.task is not None:
+                r.task.cancel()
+                tasks.append(r.task)
+            else:
+                self._forget(r)
+        released = await self.store.release(
+            self.clock(), {i: r.claimed.op.lease_version for i, r in left.items()}
+        )
+        self.log.info("leases released", count=released)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def stats(self) -> dict[str, Any]:
         """For logs and metrics."""

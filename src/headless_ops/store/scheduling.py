@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import (
     and_,
     bindparam,
+    case,
     exists,
     func,
     insert,
@@ -38,6 +39,7 @@ from headless_ops.store.devices import _record as device_record
 from headless_ops.store.operations import to_record
 from headless_ops.store.records import DeviceRecord
 from headless_ops.store.schema import devices, maintenance_windows, operation_events, operations
+from headless_ops.timeutil import ensure_utc
 
 __all__ = [
     "WAKE_CHANNEL",
@@ -98,6 +100,8 @@ class LeasedOperation:
     expires_at: datetime | None
     cancel_requested: bool
     priority: int = 0
+    #: When the attempt starts: now, or the due time of one claimed ahead of it.
+    started_at: datetime | None = None
 
 
 _LEASED_COLUMNS = [getattr(operations.c, f.name) for f in fields(LeasedOperation)]
@@ -199,8 +203,12 @@ class SchedulerStore:
         lease_ttl: timedelta,
         limits: Limits,
         window_margin: timedelta,
+        ahead: timedelta = timedelta(0),
     ) -> tuple[list[Claimed], bool]:
         """Lease up to ``limit`` due operations, highest priority first, then earliest.
+
+        With ``ahead``, operations due by ``now + ahead`` are leased too, with their due time
+        as ``started_at``: the caller starts them then.
 
         Skips devices with a running operation (and takes at most one per device), defers
         operations outside their maintenance window to its next opening (``pending``), and
@@ -210,7 +218,8 @@ class SchedulerStore:
         async with self.db.write() as conn:
             await self._serialise_claims(conn)
             want = limit + limit // 4 + 1
-            rows = await self._candidates(conn, now, want, labels=limits.any)
+            horizon = now + ahead
+            rows = await self._candidates(conn, now, horizon, want, labels=limits.any)
             if not rows:
                 return [], False
             windows = await self._windows(conn, rows)
@@ -221,7 +230,7 @@ class SchedulerStore:
             held: list[str] = []
             failed: list[tuple[str, int, str, str]] = []
             rate_limited = False
-            next_opening: dict[str, datetime | None] = {}
+            next_opening: dict[tuple[str, datetime], datetime | None] = {}
 
             def consider(row: Any) -> None:
                 nonlocal rate_limited
@@ -241,11 +250,15 @@ class SchedulerStore:
                             )
                         )
                         return
-                    opens = next_opening.get(window.name)
+                    # The window must be open when it starts (now, or later if claimed ahead).
+                    start = max(now, row.run_after)
+                    opens = next_opening.get((window.name, start))
                     if opens is None:
-                        # Once per window per pass: many operations share a window.
-                        opens = next_opening[window.name] = window.next_start(now, window_margin)
-                    if opens != now:
+                        # Once per window and start per pass: many operations share both.
+                        opens = next_opening[(window.name, start)] = window.next_start(
+                            start, window_margin
+                        )
+                    if opens != start:
                         nxt = opens
                         if nxt is None or (row.expires_at is not None and nxt >= row.expires_at):
                             failed.append(
@@ -282,7 +295,13 @@ class SchedulerStore:
                 blocked = counter.saturated()
                 if blocked is not None:
                     more = await self._candidates(
-                        conn, now, want, labels=True, exclude=blocked, skip=[r.id for r in rows]
+                        conn,
+                        now,
+                        horizon,
+                        want,
+                        labels=True,
+                        exclude=blocked,
+                        skip=[r.id for r in rows],
                     )
                     windows.update(await self._windows(conn, more))
                     for row in more:
@@ -299,14 +318,15 @@ class SchedulerStore:
         self,
         conn: AsyncConnection,
         now: datetime,
+        horizon: datetime,
         want: int,
         *,
         labels: bool,
         exclude: tuple[list[str], dict[str, list[str]]] | None = None,
         skip: list[str] | None = None,
     ) -> list[Any]:
-        """Due operations in claim order; without the types and label values of
-        ``exclude`` (limits already reached) and the ids in ``skip``."""
+        """Operations due by ``horizon`` in claim order; without the types and label values
+        of ``exclude`` (limits already reached) and the ids in ``skip``."""
         running = aliased(operations)
         busy = exists().where(
             running.c.tenant_id == o.tenant_id,
@@ -337,6 +357,7 @@ class SchedulerStore:
                     o.maintenance_window,
                     o.expires_at,
                     o.attempts,
+                    o.run_after,
                     devices.c.maintenance_window.label("d_maintenance_window"),
                     (devices.c.labels if labels else literal(None)).label("d_labels"),
                     devices.c.updated_at.label("d_updated_at"),
@@ -350,9 +371,10 @@ class SchedulerStore:
                 .where(
                     _IS_WAITING,
                     o.priority == priority,
-                    o.run_after <= now,
-                    # Past expires_at it must never start, even before housekeeping fails it.
-                    o.expires_at.is_(None) | (o.expires_at > now),
+                    o.run_after <= horizon,
+                    # Past expires_at it must never start, even before housekeeping fails it
+                    # (and one claimed ahead starts at its run_after).
+                    o.expires_at.is_(None) | ((o.expires_at > now) & (o.expires_at > o.run_after)),
                     ~busy,
                     *extra,
                 )
@@ -388,6 +410,7 @@ class SchedulerStore:
         if not chosen:
             return []
         ids = [r.id for r in chosen]
+        at_now = literal(now, o.started_at.type)
         result = await conn.execute(
             update(operations)
             .where(o.id.in_(ids), _IS_WAITING)
@@ -397,8 +420,9 @@ class SchedulerStore:
                 lease_owner=self.worker_id,
                 lease_expires_at=now + lease_ttl,
                 lease_version=o.lease_version + 1,
-                # The latest attempt's start; every attempt's is in the history.
-                started_at=now,
+                # The latest attempt's start (its due time if claimed ahead of it); every
+                # attempt's is in the history.
+                started_at=case((o.run_after > at_now, o.run_after), else_=at_now),
                 updated_at=now,
                 wait_reason=None,
             )
@@ -409,7 +433,7 @@ class SchedulerStore:
         await insert_events(
             conn,
             [
-                _event(op.id, now, _RUNNING, op.attempts, worker=self.worker_id)
+                _event(op.id, op.started_at or now, _RUNNING, op.attempts, worker=self.worker_id)
                 for op in leased.values()
             ],
         )
@@ -845,7 +869,11 @@ class SchedulerStore:
                 .values(
                     status=Status.SCHEDULED.value,
                     attempts=o.attempts - 1,
-                    run_after=now,
+                    # Due again at once; one claimed ahead of its time keeps that time.
+                    run_after=case(
+                        (o.run_after > literal(now, o.run_after.type), o.run_after),
+                        else_=literal(now, o.run_after.type),
+                    ),
                     lease_owner=None,
                     lease_expires_at=None,
                     updated_at=now,
@@ -871,15 +899,18 @@ class SchedulerStore:
 
     # -- timing ------------------------------------------------------------------------------
 
-    async def next_wake(self, now: datetime) -> datetime | None:
-        """The earliest future moment something becomes due: a ``run_after``, a lease expiry
-        or an ``expires_at``."""
+    async def next_wake(self, now: datetime, ahead: timedelta = timedelta(0)) -> datetime | None:
+        """The earliest future moment there is something to do: ``ahead`` before a
+        ``run_after`` (operations are claimed that early), a lease expiry or an
+        ``expires_at``."""
         async with self.db.read() as conn:
             due = (
                 await conn.execute(
-                    select(func.min(o.run_after)).where(_IS_WAITING, o.run_after > now)
+                    select(func.min(o.run_after)).where(_IS_WAITING, o.run_after > now + ahead)
                 )
             ).scalar()
+            if due is not None:
+                due = ensure_utc(due) - ahead
             lease = (
                 await conn.execute(select(func.min(o.lease_expires_at)).where(_IS_RUNNING))
             ).scalar()
@@ -891,8 +922,6 @@ class SchedulerStore:
         found = [t for t in (due, lease, expiry) if t is not None]
         if not found:
             return None
-        from headless_ops.timeutil import ensure_utc
-
         return min(ensure_utc(t) for t in found)
 
     async def queue_stats(self, now: datetime) -> tuple[int, float]:
@@ -905,8 +934,6 @@ class SchedulerStore:
                     )
                 )
             ).one()
-        from headless_ops.timeutil import ensure_utc
-
         oldest = (now - ensure_utc(row[1])).total_seconds() if row[1] is not None else 0.0
         return int(row[0]), oldest
 
