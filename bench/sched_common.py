@@ -28,6 +28,7 @@ from typing import Any
 import psycopg
 
 from bench.common import bench_settings, percentile, sortable_id
+from headless_ops import process
 from headless_ops.api.runtime import Runtime
 from headless_ops.config import Settings
 from headless_ops.crypto import load_keys
@@ -499,12 +500,10 @@ def dispatch_in_process(
 
 
 def run(coro: Any) -> Any:
-    """Run ``coro`` on uvloop (what the server uses) when it is installed."""
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
+    """Run ``coro`` as ``headless-ops worker`` runs its scheduler: on uvloop, with the
+    process's collector settings (``headless_ops.process``)."""
+    process.tune_gc()
+    return process.run(coro)
 
 
 # --------------------------------------------------------------------------- reporting

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from sqlalchemy import func, select
 
+from headless_ops import process
 from headless_ops.api.runtime import Runtime
 from headless_ops.auth.tokens import create_token, ensure_tenant
 from headless_ops.cli import devices as devices_cli
@@ -116,6 +117,7 @@ def _serve(settings: Settings, demo: bool, *, scheduler: bool = True) -> None:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
+    process.tune_gc()
     uvicorn.Server(config).run()
 
 
@@ -164,7 +166,8 @@ def worker(
     configure_logging(settings.log_level, settings.log_format)
     if settings.is_sqlite:
         upgrade(settings)
-    asyncio.run(_worker(settings, burst))
+    process.tune_gc()
+    process.run(_worker(settings, burst))
 
 
 async def _worker(settings: Settings, burst: bool) -> None:
@@ -194,7 +197,8 @@ def acs(data_dir: DataDir = None) -> None:
     configure_logging(settings.log_level, settings.log_format)
     if settings.is_sqlite:
         upgrade(settings)
-    asyncio.run(_acs(settings))
+    process.tune_gc()
+    process.run(_acs(settings))
 
 
 async def _acs(settings: Settings) -> None:

@@ -42,6 +42,8 @@ __all__ = ["Scheduler", "default_worker_id"]
 log = structlog.get_logger(__name__)
 
 _HOUSEKEEPING_EVERY = timedelta(seconds=1)
+#: Enum construction by value is a Python-level lookup: once per type, not per operation.
+_OPERATION_TYPES = {t.value: t for t in OperationType}
 
 
 def default_worker_id() -> str:
@@ -247,7 +249,7 @@ class Scheduler:
         device = self._view(claimed.device) if claimed.device is not None else None
         context = OperationContext(
             operation_id=op.id,
-            operation_type=OperationType(op.operation_type),
+            operation_type=_OPERATION_TYPES[op.operation_type],
             parameters=dict(op.parameters),
             attempt=op.attempts,
             max_attempts=op.max_attempts,

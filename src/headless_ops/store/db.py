@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from headless_ops.config import Settings
+from headless_ops.store.types import json_dumps, json_loads
 
 __all__ = ["Database"]
 
@@ -203,7 +204,11 @@ class Database:
             thread.daemon = True  # as SQLAlchemy does for the connections it opens
             return await conn
 
-        options: dict[str, Any] = {"async_creator": connect}
+        options: dict[str, Any] = {
+            "async_creator": connect,
+            "json_serializer": json_dumps,
+            "json_deserializer": json_loads,
+        }
         engine = create_async_engine(
             self.url, pool_size=pool_size, max_overflow=0, pool_timeout=300, **options
         )

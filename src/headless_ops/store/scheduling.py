@@ -9,11 +9,12 @@ advisory lock plus ``FOR UPDATE SKIP LOCKED`` on the candidate rows.
 
 from __future__ import annotations
 
+import operator
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     and_,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
+    null,
     select,
     tuple_,
     update,
@@ -34,8 +36,8 @@ from sqlalchemy.orm import aliased
 from headless_ops.domain.lifecycle import Status
 from headless_ops.domain.retry import Decision, RetryPolicy, decide_rescue
 from headless_ops.domain.windows import MaintenanceWindow
+from headless_ops.store.bulk import Bulk
 from headless_ops.store.db import Database
-from headless_ops.store.devices import _record as device_record
 from headless_ops.store.operations import to_record
 from headless_ops.store.records import DeviceRecord
 from headless_ops.store.schema import devices, maintenance_windows, operation_events, operations
@@ -168,10 +170,158 @@ def _event(op_id: str, at: datetime, event: str, attempt: int, **extra: Any) -> 
     }
 
 
+_EVENT_FIELDS = ("operation_id", "at", "event", "attempt", "error_code", "message", "worker")
+_event_row = operator.itemgetter(*_EVENT_FIELDS)
+_INSERT_EVENTS = Bulk(
+    insert(operation_events).values({f: bindparam(f"e_{f}") for f in _EVENT_FIELDS}),
+    [(f"e_{f}", operation_events.c.at.type if f == "at" else None) for f in _EVENT_FIELDS],
+)
+
+
 async def insert_events(conn: AsyncConnection, events: Sequence[dict[str, Any]]) -> None:
     """Append history rows."""
     if events:
-        await conn.execute(insert(operation_events), list(events))
+        await _INSERT_EVENTS.execute(conn, list(map(_event_row, events)))
+
+
+#: An attempt's outcome, fenced by its lease: written only while the operation is still
+#: running under the lease version the attempt was started with.
+_WRITE_OUTCOMES = Bulk(
+    update(operations)
+    .where(o.id == bindparam("b_id"), o.lease_version == bindparam("b_version"), _IS_RUNNING)
+    .values(
+        status=bindparam("b_status"),
+        result=bindparam("b_result"),
+        error=bindparam("b_error"),
+        finished_at=bindparam("b_finished_at"),
+        run_after=bindparam("b_run_after"),
+        wait_reason=bindparam("b_wait_reason"),
+        attempts=o.attempts - bindparam("b_refund"),
+        lease_owner=null(),
+        lease_expires_at=null(),
+        updated_at=bindparam("b_updated_at"),
+    ),
+    [
+        ("b_status", None),
+        ("b_result", o.result.type),
+        ("b_error", o.error.type),
+        ("b_finished_at", o.finished_at.type),
+        ("b_run_after", o.run_after.type),
+        ("b_wait_reason", None),
+        ("b_refund", None),
+        ("b_updated_at", o.updated_at.type),
+        ("b_id", None),
+        ("b_version", None),
+    ],
+)
+
+
+class _Candidate(NamedTuple):
+    """A due operation as choosing sees it (the columns of :func:`_candidates_query`)."""
+
+    id: str
+    tenant_id: str
+    device_id: str
+    operation_type: str
+    maintenance_window: str | None
+    expires_at: datetime | None
+    attempts: int
+    run_after: datetime
+    d_maintenance_window: str | None
+    d_labels: dict[str, str] | None
+    d_updated_at: datetime | None
+
+
+_CANDIDATE_QUERIES: dict[tuple[bool, int, bool], Any] = {}
+
+
+def _candidates_query(pg: bool, priority: int, labels: bool, extra: tuple[Any, ...]) -> Any:
+    """The candidates of one priority (parameters ``c_now``, ``c_horizon``, ``c_limit``).
+
+    Built once per shape and kept (building and hashing it cost more than running it); the
+    rare queries with ``extra`` conditions (limits reached) are built each time.
+    """
+    key = (pg, priority, labels)
+    if not extra and key in _CANDIDATE_QUERIES:
+        return _CANDIDATE_QUERIES[key]
+    running = aliased(operations)
+    busy = exists().where(
+        running.c.tenant_id == o.tenant_id,
+        running.c.device_id == o.device_id,
+        running.c.status == _status_literal(Status.RUNNING),
+    )
+    now: Any = bindparam("c_now")
+    horizon: Any = bindparam("c_horizon")
+    query = (
+        # Only what choosing needs: the full rows are read once leased.
+        select(
+            o.id,
+            o.tenant_id,
+            o.device_id,
+            o.operation_type,
+            o.maintenance_window,
+            o.expires_at,
+            o.attempts,
+            o.run_after,
+            devices.c.maintenance_window.label("d_maintenance_window"),
+            (devices.c.labels if labels else literal(None)).label("d_labels"),
+            devices.c.updated_at.label("d_updated_at"),
+        )
+        .select_from(
+            operations.outerjoin(
+                devices,
+                and_(devices.c.tenant_id == o.tenant_id, devices.c.id == o.device_id),
+            )
+        )
+        .where(
+            _IS_WAITING,
+            o.priority == priority,
+            o.run_after <= horizon,
+            # Past expires_at it must never start, even before housekeeping fails it (and
+            # one claimed ahead starts at its run_after).
+            o.expires_at.is_(None) | ((o.expires_at > now) & (o.expires_at > o.run_after)),
+            ~busy,
+            *extra,
+        )
+        .order_by(o.run_after)
+        .limit(bindparam("c_limit"))
+    )
+    if pg:
+        query = query.with_for_update(skip_locked=True, of=operations)
+    if not extra:
+        _CANDIDATE_QUERIES[key] = query
+    return query
+
+
+_LEASE_NOW = bindparam("l_now", type_=o.started_at.type)
+#: Lease the chosen operations (those still waiting) for one worker.
+_LEASE = (
+    update(operations)
+    .where(o.id.in_(bindparam("l_ids", expanding=True)), _IS_WAITING)
+    .values(
+        status=_RUNNING,
+        attempts=o.attempts + 1,
+        lease_owner=bindparam("l_owner"),
+        lease_expires_at=bindparam("l_expires", type_=o.lease_expires_at.type),
+        lease_version=o.lease_version + 1,
+        # The latest attempt's start (its due time if claimed ahead of it); every attempt's
+        # is in the history.
+        started_at=case((o.run_after > _LEASE_NOW, o.run_after), else_=_LEASE_NOW),
+        updated_at=_LEASE_NOW,
+        wait_reason=null(),
+    )
+    .returning(*_LEASED_COLUMNS)
+)
+_DEVICE_COLUMNS = [getattr(devices.c, f.name) for f in fields(DeviceRecord)]
+_DEVICES_OF_TENANT = select(*_DEVICE_COLUMNS).where(
+    devices.c.tenant_id == bindparam("d_tenant"),
+    devices.c.id.in_(bindparam("d_ids", expanding=True)),
+)
+#: The fence of a batch of outcomes: each one's current status and lease version.
+_LEASE_STATE = select(o.id, o.lease_version, o.status).where(
+    o.id.in_(bindparam("r_ids", expanding=True))
+)
+_LEASE_STATE_LOCKED = _LEASE_STATE.with_for_update()
 
 
 class SchedulerStore:
@@ -327,12 +477,6 @@ class SchedulerStore:
     ) -> list[Any]:
         """Operations due by ``horizon`` in claim order; without the types and label values
         of ``exclude`` (limits already reached) and the ids in ``skip``."""
-        running = aliased(operations)
-        busy = exists().where(
-            running.c.tenant_id == o.tenant_id,
-            running.c.device_id == o.device_id,
-            running.c.status == _status_literal(Status.RUNNING),
-        )
         extra: list[Any] = []
         if exclude is not None:
             types, label_values = exclude
@@ -343,47 +487,16 @@ class SchedulerStore:
                 extra.append(value.is_(None) | value.not_in(values))
         if skip:
             extra.append(o.id.not_in(skip))
+        params: dict[str, Any] = {"c_now": now, "c_horizon": horizon}
         rows: list[Any] = []
         for priority in (3, 2, 1, 0):
             if len(rows) >= want:
                 break
-            query = (
-                # Only what choosing needs: the full rows are read once leased.
-                select(
-                    o.id,
-                    o.tenant_id,
-                    o.device_id,
-                    o.operation_type,
-                    o.maintenance_window,
-                    o.expires_at,
-                    o.attempts,
-                    o.run_after,
-                    devices.c.maintenance_window.label("d_maintenance_window"),
-                    (devices.c.labels if labels else literal(None)).label("d_labels"),
-                    devices.c.updated_at.label("d_updated_at"),
-                )
-                .select_from(
-                    operations.outerjoin(
-                        devices,
-                        and_(devices.c.tenant_id == o.tenant_id, devices.c.id == o.device_id),
-                    )
-                )
-                .where(
-                    _IS_WAITING,
-                    o.priority == priority,
-                    o.run_after <= horizon,
-                    # Past expires_at it must never start, even before housekeeping fails it
-                    # (and one claimed ahead starts at its run_after).
-                    o.expires_at.is_(None) | ((o.expires_at > now) & (o.expires_at > o.run_after)),
-                    ~busy,
-                    *extra,
-                )
-                .order_by(o.run_after)
-                .limit(want - len(rows))
-            )
-            if self.pg:
-                query = query.with_for_update(skip_locked=True, of=operations)
-            rows.extend((await conn.execute(query)).all())
+            query = _candidates_query(self.pg, priority, labels, tuple(extra))
+            params["c_limit"] = want - len(rows)
+            # As plain named tuples: a Row's attribute access is a Python-level lookup, and
+            # choosing reads a dozen attributes of every candidate.
+            rows.extend(map(_Candidate._make, (await conn.execute(query, params)).all()))
         return rows
 
     async def _windows(
@@ -409,26 +522,16 @@ class SchedulerStore:
     ) -> list[Claimed]:
         if not chosen:
             return []
-        ids = [r.id for r in chosen]
-        at_now = literal(now, o.started_at.type)
         result = await conn.execute(
-            update(operations)
-            .where(o.id.in_(ids), _IS_WAITING)
-            .values(
-                status=_RUNNING,
-                attempts=o.attempts + 1,
-                lease_owner=self.worker_id,
-                lease_expires_at=now + lease_ttl,
-                lease_version=o.lease_version + 1,
-                # The latest attempt's start (its due time if claimed ahead of it); every
-                # attempt's is in the history.
-                started_at=case((o.run_after > at_now, o.run_after), else_=at_now),
-                updated_at=now,
-                wait_reason=None,
-            )
-            .returning(*_LEASED_COLUMNS)
+            _LEASE,
+            {
+                "l_ids": [r.id for r in chosen],
+                "l_owner": self.worker_id,
+                "l_expires": now + lease_ttl,
+                "l_now": now,
+            },
         )
-        leased = {r.id: LeasedOperation(*r) for r in result.all()}
+        leased = {op.id: op for op in (LeasedOperation(*r) for r in result.all())}
         device_rows = await self._devices(conn, [r for r in chosen if r.id in leased])
         await insert_events(
             conn,
@@ -458,18 +561,17 @@ class SchedulerStore:
         keys = sorted(missing)
         if not keys:
             return out
-        if len({t for t, _ in keys}) == 1:
-            # One tenant (the usual case): a plain IN on the primary key's second column.
-            query = select(devices).where(
-                devices.c.tenant_id == keys[0][0], devices.c.id.in_([d for _, d in keys])
-            )
-        else:
-            query = select(devices).where(tuple_(devices.c.tenant_id, devices.c.id).in_(keys))
+        by_tenant: dict[str, list[str]] = {}
+        for tenant, device in keys:
+            by_tenant.setdefault(tenant, []).append(device)
         if len(self._devices_seen) > 200_000:
             self._devices_seen.clear()
-        for d in (await conn.execute(query)).all():
-            record = device_record(d)
-            out[(d.tenant_id, d.id)] = self._devices_seen[(d.tenant_id, d.id)] = record
+        for tenant, ids in by_tenant.items():
+            # A plain IN on the primary key's second column, per tenant (usually one).
+            found = await conn.execute(_DEVICES_OF_TENANT, {"d_tenant": tenant, "d_ids": ids})
+            for d in found.all():
+                record = DeviceRecord(*d)
+                out[(tenant, record.id)] = self._devices_seen[(tenant, record.id)] = record
         return out
 
     async def _defer(
@@ -722,47 +824,35 @@ class SchedulerStore:
         if not outcomes:
             return set()
         async with self.db.write() as conn:
-            ids = [x.op_id for x in outcomes]
-            query = select(o.id, o.lease_version, o.status).where(o.id.in_(ids))
-            if self.pg:
-                query = query.with_for_update()
-            current = {r.id: r for r in (await conn.execute(query)).all()}
+            query = _LEASE_STATE_LOCKED if self.pg else _LEASE_STATE
+            found = await conn.execute(query, {"r_ids": [x.op_id for x in outcomes]})
+            current = {op_id: (version, status) for op_id, version, status in found.all()}
             valid, refused = [], set()
             for x in outcomes:
-                row = current.get(x.op_id)
-                if row is None or row.status != _RUNNING or row.lease_version != x.lease_version:
+                state = current.get(x.op_id)
+                if state is None or state[1] != _RUNNING or state[0] != x.lease_version:
                     refused.add(x.op_id)
                 else:
                     valid.append(x)
             if valid:
-                params = []
+                rows = []
                 for x in valid:
                     v = self._outcome_values(now, x)
-                    params.append(
-                        {"b_" + k: val for k, val in v.items()}
-                        | {"b_id": x.op_id, "b_version": x.lease_version}
+                    rows.append(
+                        (
+                            v["status"],
+                            v["result"],
+                            v["error"],
+                            v["finished_at"],
+                            v["run_after"],
+                            v["wait_reason"],
+                            v["refund"],
+                            now,
+                            x.op_id,
+                            x.lease_version,
+                        )
                     )
-                await conn.execute(
-                    update(operations)
-                    .where(
-                        o.id == bindparam("b_id"),
-                        o.lease_version == bindparam("b_version"),
-                        _IS_RUNNING,
-                    )
-                    .values(
-                        status=bindparam("b_status"),
-                        result=bindparam("b_result"),
-                        error=bindparam("b_error"),
-                        finished_at=bindparam("b_finished_at"),
-                        run_after=bindparam("b_run_after"),
-                        wait_reason=bindparam("b_wait_reason"),
-                        attempts=o.attempts - bindparam("b_refund"),
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        updated_at=now,
-                    ),
-                    params,
-                )
+                await _WRITE_OUTCOMES.execute(conn, rows)
                 await self._learn_firmware(conn, now, valid)
             events = [self._outcome_event(now, x) for x in valid]
             events += [

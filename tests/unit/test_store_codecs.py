@@ -1,0 +1,63 @@
+"""The store's fast value codecs agree with the slow, obvious ones: SQLite timestamps and
+the JSON of the JSON columns."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from headless_ops.store.types import _sqlite_bind, _sqlite_result, json_dumps, json_loads
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300)
+@given(JSON_VALUES)
+def test_json_round_trip_matches_the_standard_library(value: object) -> None:
+    text = json_dumps(value)
+    assert text == json.dumps(value)
+    assert json_loads(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", [" {}", "{} ", "\n[1, 2]\n", '"x"', "1e3", "null", "[]"])
+def test_json_loads_takes_what_json_loads_takes(text: str) -> None:
+    assert json_loads(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"a": 1}x', "{} {}", "NaNx"])
+def test_json_loads_refuses_what_json_loads_refuses(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    with pytest.raises(json.JSONDecodeError):
+        json_loads(text)
+
+
+@settings(max_examples=300)
+@given(
+    st.datetimes(
+        min_value=datetime(1970, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC)
+    )
+)
+def test_sqlite_timestamps_round_trip_as_aware_utc(value: datetime) -> None:
+    back = _sqlite_result(_sqlite_bind(value))
+    assert back == value
+    assert back is not None and back.utcoffset() == timedelta(0)
+
+
+def test_sqlite_timestamps_written_by_others_are_read() -> None:
+    # Without microseconds (SQLite's own CURRENT_TIMESTAMP) and with an explicit offset.
+    assert _sqlite_result("2026-11-26 07:35:27") == datetime(2026, 11, 26, 7, 35, 27, tzinfo=UTC)
+    assert _sqlite_result("2026-11-26 07:35:27.5+00:00") == datetime(
+        2026, 11, 26, 7, 35, 27, 500000, tzinfo=UTC
+    )
+    assert _sqlite_result(None) is None
