@@ -313,9 +313,17 @@ _LEASE = (
     .returning(*_LEASED_COLUMNS)
 )
 _DEVICE_COLUMNS = [getattr(devices.c, f.name) for f in fields(DeviceRecord)]
-_DEVICES_OF_TENANT = select(*_DEVICE_COLUMNS).where(
-    devices.c.tenant_id == bindparam("d_tenant"),
-    devices.c.id.in_(bindparam("d_ids", expanding=True)),
+#: The devices of some operations, through the join: each device is then found by its whole
+#: primary key, a plan PostgreSQL picks even before it has statistics (with ``tenant_id = ?
+#: AND id IN (…)`` it scanned a whole tenant's devices through the (tenant, name) index).
+_DEVICES_OF_OPERATIONS = (
+    select(*_DEVICE_COLUMNS)
+    .select_from(
+        operations.join(
+            devices, and_(devices.c.tenant_id == o.tenant_id, devices.c.id == o.device_id)
+        )
+    )
+    .where(o.id.in_(bindparam("d_ops", expanding=True)))
 )
 #: The fence of a batch of outcomes: each one's current status and lease version.
 _LEASE_STATE = select(o.id, o.lease_version, o.status).where(
@@ -550,28 +558,23 @@ class SchedulerStore:
         self, conn: AsyncConnection, rows: list[Any]
     ) -> dict[tuple[str, str], DeviceRecord]:
         out: dict[tuple[str, str], DeviceRecord] = {}
-        missing = set()
+        missing: list[str] = []  # operation ids whose device is to be read
         for r in rows:
             key = (r.tenant_id, r.device_id)
             known = self._devices_seen.get(key)
             if known is not None and known.updated_at == r.d_updated_at:
                 out[key] = known
             elif r.d_updated_at is not None:
-                missing.add(key)
-        keys = sorted(missing)
-        if not keys:
+                missing.append(r.id)
+        if not missing:
             return out
-        by_tenant: dict[str, list[str]] = {}
-        for tenant, device in keys:
-            by_tenant.setdefault(tenant, []).append(device)
         if len(self._devices_seen) > 200_000:
             self._devices_seen.clear()
-        for tenant, ids in by_tenant.items():
-            # A plain IN on the primary key's second column, per tenant (usually one).
-            found = await conn.execute(_DEVICES_OF_TENANT, {"d_tenant": tenant, "d_ids": ids})
-            for d in found.all():
-                record = DeviceRecord(*d)
-                out[(tenant, record.id)] = self._devices_seen[(tenant, record.id)] = record
+        found = await conn.execute(_DEVICES_OF_OPERATIONS, {"d_ops": missing})
+        for d in found.all():
+            record = DeviceRecord(*d)
+            key = (record.tenant_id, record.id)
+            out[key] = self._devices_seen[key] = record
         return out
 
     async def _defer(
