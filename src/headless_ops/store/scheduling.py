@@ -466,11 +466,17 @@ class SchedulerStore:
                         if len(chosen) >= limit:
                             break
                         consider(row)
-            claimed = await self._lease(conn, now, chosen, lease_ttl)
+            leased = await self._lease(conn, now, chosen, lease_ttl)
             await self._defer(conn, now, deferred)
             await self._hold(conn, now, held, "limit")
             await self._fail_waiting(conn, now, failed)
-            return claimed, rate_limited
+        if not leased:
+            return [], rate_limited
+        # Read after the claim committed: the claim lock (PostgreSQL) is not held for it.
+        async with self.db.read() as conn:
+            device_rows = await self._devices(conn, [row for row, _ in leased])
+        claimed = [Claimed(op, device_rows.get((r.tenant_id, r.device_id))) for r, op in leased]
+        return claimed, rate_limited
 
     async def _candidates(
         self,
@@ -526,8 +532,9 @@ class SchedulerStore:
         return {(w.tenant_id, w.name): window_from_row(w) for w in found}
 
     async def _lease(
-        self, conn: AsyncConnection, now: datetime, chosen: list[Any], lease_ttl: timedelta
-    ) -> list[Claimed]:
+        self, conn: AsyncConnection, now: datetime, chosen: list[_Candidate], lease_ttl: timedelta
+    ) -> list[tuple[_Candidate, LeasedOperation]]:
+        """Lease what is still waiting of ``chosen``: (candidate, lease) pairs, in order."""
         if not chosen:
             return []
         result = await conn.execute(
@@ -540,7 +547,6 @@ class SchedulerStore:
             },
         )
         leased = {op.id: op for op in (LeasedOperation(*r) for r in result.all())}
-        device_rows = await self._devices(conn, [r for r in chosen if r.id in leased])
         await insert_events(
             conn,
             [
@@ -548,14 +554,10 @@ class SchedulerStore:
                 for op in leased.values()
             ],
         )
-        return [
-            Claimed(leased[r.id], device_rows.get((r.tenant_id, r.device_id)))
-            for r in chosen
-            if r.id in leased
-        ]
+        return [(r, leased[r.id]) for r in chosen if r.id in leased]
 
     async def _devices(
-        self, conn: AsyncConnection, rows: list[Any]
+        self, conn: AsyncConnection, rows: list[_Candidate]
     ) -> dict[tuple[str, str], DeviceRecord]:
         out: dict[tuple[str, str], DeviceRecord] = {}
         missing: list[str] = []  # operation ids whose device is to be read
