@@ -42,12 +42,18 @@ class WallClockHelper(TrackingHelper):
         return await super().execute(context)
 
 
-async def test_claimed_ahead_and_started_at_its_time(runtime: Runtime) -> None:
-    runtime.settings.claim_ahead_s = 1.0
-    helper = WallClockHelper()
+async def _one_device(runtime: Runtime, ahead: float, helper: TrackingHelper) -> str:
+    """Tenant ``acme`` with device ``dev_1``; operations are claimed ``ahead`` seconds early."""
+    runtime.settings.claim_ahead_s = ahead
     runtime.registry.register(helper)
     tenant = await setup(runtime)
     await add_device(runtime, tenant, "dev_1")
+    return tenant
+
+
+async def test_claimed_ahead_and_started_at_its_time(runtime: Runtime) -> None:
+    helper = WallClockHelper()
+    tenant = await _one_device(runtime, 1.0, helper)
     due = utcnow() + timedelta(seconds=0.6)
     op_id = await add_op(runtime, tenant, "dev_1", scheduled_at=due)
     async with running(make_scheduler(runtime)):
@@ -66,11 +72,8 @@ async def test_claimed_ahead_and_started_at_its_time(runtime: Runtime) -> None:
 async def test_cancelled_between_claim_and_start_never_reaches_the_helper(
     runtime: Runtime,
 ) -> None:
-    runtime.settings.claim_ahead_s = 3.0
     helper = TrackingHelper()
-    runtime.registry.register(helper)
-    tenant = await setup(runtime)
-    await add_device(runtime, tenant, "dev_1")
+    tenant = await _one_device(runtime, 3.0, helper)
     op_id = await add_op(runtime, tenant, "dev_1", scheduled_at=utcnow() + timedelta(seconds=2))
     async with running(make_scheduler(runtime)):
         await eventually(lambda: reached(runtime, tenant, op_id, "running"))
@@ -81,12 +84,9 @@ async def test_cancelled_between_claim_and_start_never_reaches_the_helper(
 
 
 async def test_shutdown_gives_an_early_claim_back_with_its_time(runtime: Runtime) -> None:
-    runtime.settings.claim_ahead_s = 3.0
     runtime.settings.shutdown_grace_s = 0.1
     helper = TrackingHelper()
-    runtime.registry.register(helper)
-    tenant = await setup(runtime)
-    await add_device(runtime, tenant, "dev_1")
+    tenant = await _one_device(runtime, 3.0, helper)
     due = utcnow() + timedelta(seconds=2.5)
     op_id = await add_op(runtime, tenant, "dev_1", scheduled_at=due)
     async with running(make_scheduler(runtime)):
@@ -98,11 +98,8 @@ async def test_shutdown_gives_an_early_claim_back_with_its_time(runtime: Runtime
 
 
 async def test_not_claimed_ahead_when_it_would_start_past_expires_at(runtime: Runtime) -> None:
-    runtime.settings.claim_ahead_s = 2.0
     helper = TrackingHelper()
-    runtime.registry.register(helper)
-    tenant = await setup(runtime)
-    await add_device(runtime, tenant, "dev_1")
+    tenant = await _one_device(runtime, 2.0, helper)
     now = utcnow()
     expires = now + timedelta(seconds=0.5)
     op_id = await add_op(runtime, tenant, "dev_1", expires_at=expires)
