@@ -16,16 +16,18 @@ __all__ = ["listen_for_wakeups"]
 log = structlog.get_logger(__name__)
 
 
-async def listen_for_wakeups(url: str, wake: Callable[[], None]) -> None:
-    """Call ``wake`` on every NOTIFY of the wake channel; reconnects until cancelled."""
+async def listen_for_wakeups(url: str, wake: Callable[[], None], me: str = "") -> None:
+    """Call ``wake`` on every NOTIFY of the wake channel, except those whose payload is
+    ``me`` (a worker's own: it woke itself already); reconnects until cancelled."""
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
                 await conn.execute(f"LISTEN {WAKE_CHANNEL}")
                 wake()  # anything sent while we were not listening
-                async for _ in conn.notifies():
-                    wake()
+                async for note in conn.notifies():
+                    if not me or note.payload != me:
+                        wake()
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -129,7 +129,9 @@ class Scheduler:
         self.recorder.start()
         tasks = [asyncio.create_task(self._heartbeat_loop(), name="headless-ops-heartbeat")]
         if self.db.dialect == "postgresql":
-            tasks.append(asyncio.create_task(listen_for_wakeups(self.db.url, self.wake)))
+            tasks.append(
+                asyncio.create_task(listen_for_wakeups(self.db.url, self.wake, self.worker_id))
+            )
         self.log.info("scheduler started")
         try:
             while not stop.is_set():

@@ -349,7 +349,8 @@ class SchedulerStore:
 
     async def _notify(self, conn: AsyncConnection) -> None:
         if self.pg:
-            await conn.execute(select(func.pg_notify(WAKE_CHANNEL, "")))
+            # Signed: this worker's own listener skips it (it woke itself in-process).
+            await conn.execute(select(func.pg_notify(WAKE_CHANNEL, self.worker_id)))
 
     # -- claim ---------------------------------------------------------------------------
 
