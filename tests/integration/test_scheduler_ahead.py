@@ -61,8 +61,8 @@ async def test_claimed_ahead_and_started_at_its_time(runtime: Runtime) -> None:
         claimed = await eventually(lambda: reached(runtime, tenant, op_id, "running", "completed"))
         assert utcnow() < due or claimed.status == "completed"
         await eventually(lambda: reached(runtime, tenant, op_id, "completed"))
-    # …and the helper started at its time, not at the claim (timer resolution: 1 ms).
-    assert helper.reached_at[op_id] >= due.timestamp() - 0.002
+    # …and the helper started at its time, not at the claim, and never before it.
+    assert helper.reached_at[op_id] >= due.timestamp()
     record = await op(runtime, tenant, op_id)
     assert record.started_at == due
     history = await events(runtime, tenant, op_id)

@@ -271,15 +271,22 @@ class Scheduler:
             self._launch(running, now)
 
     def _launch(self, running: _Running, now: datetime | None) -> None:
-        """The attempt's task, and the timer of its execution timeout."""
+        """The attempt's task, and the timer of its execution timeout. ``now`` is None when
+        the start timer calls: the time is then read, and a timer that fired early (event
+        loops round to the millisecond, from the time their iteration began) waits again."""
         running.timer = None
         if running.lease_lost:
             return
         loop = self._loop
         assert loop is not None
         op = running.claimed.op
+        if now is None:
+            now = self.clock()
+            if op.started_at is not None and now < op.started_at:
+                wait = (op.started_at - now).total_seconds() + 0.0005
+                running.timer = loop.call_later(wait, self._launch, running, None)
+                return
         if op.attempts == 1:
-            now = now or self.clock()
             metrics.LATENESS.observe(max(0.0, (now - op.scheduled_at).total_seconds()))
         running.task = loop.create_task(self._execute(running))
         running.timer = loop.call_later(running.context.timeout_s, self._time_out, running)
