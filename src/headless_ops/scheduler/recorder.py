@@ -19,8 +19,8 @@ log = structlog.get_logger(__name__)
 class Recorder:
     """Collects outcomes and writes whatever has accumulated in one transaction.
 
-    ``submit`` returns only once the outcome is committed (or refused), so an operation is
-    never reported done before it is durable.
+    ``put``'s callback runs only once the outcome is committed (or refused), so an operation
+    is never reported done before it is durable.
     """
 
     def __init__(self, store: SchedulerStore, clock: Callable[[], datetime]) -> None:
@@ -46,12 +46,6 @@ class Recorder:
             await self._task
         self._task = None
         self._closing = False
-
-    async def submit(self, outcome: Outcome) -> bool:
-        """Queue ``outcome``; True once written, False if refused (lease lost)."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.put(outcome, lambda ok: None if future.done() else future.set_result(ok))
-        return await future
 
     def put(self, outcome: Outcome, done: Callable[[bool], None]) -> None:
         """Queue ``outcome``; ``done(True)`` is called once it is committed, ``done(False)``

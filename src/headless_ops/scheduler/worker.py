@@ -222,11 +222,8 @@ class Scheduler:
             window_margin=self.margin,
             ahead=self.ahead,
         )
-        if claimed:
-            # The claim committed a moment ago: measure the wait for each start from now.
-            now = self.clock()
-            for item in claimed:
-                self._start(item, now)
+        for item in claimed:
+            self._start(item)
         return len(claimed)
 
     async def _housekeeping(self, now: datetime) -> None:
@@ -245,7 +242,7 @@ class Scheduler:
 
     # -- running one operation ---------------------------------------------------------------
 
-    def _start(self, claimed: Claimed, now: datetime) -> None:
+    def _start(self, claimed: Claimed) -> None:
         """Start a claimed operation now, or at its time if it was claimed ahead of it."""
         op = claimed.op
         device = self._view(claimed.device) if claimed.device is not None else None
@@ -263,29 +260,24 @@ class Scheduler:
             context.cancel.set()
         running = _Running(claimed, context)
         self._running[op.id] = running
-        wait = (op.started_at - now).total_seconds() if op.started_at is not None else 0.0
-        if wait > 0.001:
-            assert self._loop is not None
-            running.timer = self._loop.call_later(wait, self._launch, running, None)
-        else:
-            self._launch(running, now)
+        self._launch(running)
 
-    def _launch(self, running: _Running, now: datetime | None) -> None:
-        """The attempt's task, and the timer of its execution timeout. ``now`` is None when
-        the start timer calls: the time is then read, and a timer that fired early (event
-        loops round to the millisecond, from the time their iteration began) waits again."""
+    def _launch(self, running: _Running) -> None:
+        """The attempt's task and the timer of its execution timeout; before its time (it
+        was claimed ahead), a timer that calls again then. Event loops round timers to the
+        millisecond, from the time their iteration began: one may fire a little early, and
+        waits again."""
         running.timer = None
         if running.lease_lost:
             return
         loop = self._loop
         assert loop is not None
         op = running.claimed.op
-        if now is None:
-            now = self.clock()
-            if op.started_at is not None and now < op.started_at:
-                wait = (op.started_at - now).total_seconds() + 0.0005
-                running.timer = loop.call_later(wait, self._launch, running, None)
-                return
+        now = self.clock()
+        if op.started_at is not None and now < op.started_at:
+            wait = (op.started_at - now).total_seconds() + 0.0005
+            running.timer = loop.call_later(wait, self._launch, running)
+            return
         if op.attempts == 1:
             metrics.LATENESS.observe(max(0.0, (now - op.scheduled_at).total_seconds()))
         running.task = loop.create_task(self._execute(running))

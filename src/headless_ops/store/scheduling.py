@@ -216,6 +216,15 @@ _WRITE_OUTCOMES = Bulk(
 )
 
 
+_running_too = aliased(operations)
+#: Another operation of the same device is running.
+_DEVICE_BUSY = exists().where(
+    _running_too.c.tenant_id == o.tenant_id,
+    _running_too.c.device_id == o.device_id,
+    _running_too.c.status == _status_literal(Status.RUNNING),
+)
+
+
 class _Candidate(NamedTuple):
     """A due operation as choosing sees it (the columns of :func:`_candidates_query`)."""
 
@@ -244,12 +253,6 @@ def _candidates_query(pg: bool, priority: int, labels: bool, extra: tuple[Any, .
     key = (pg, priority, labels)
     if not extra and key in _CANDIDATE_QUERIES:
         return _CANDIDATE_QUERIES[key]
-    running = aliased(operations)
-    busy = exists().where(
-        running.c.tenant_id == o.tenant_id,
-        running.c.device_id == o.device_id,
-        running.c.status == _status_literal(Status.RUNNING),
-    )
     now: Any = bindparam("c_now")
     horizon: Any = bindparam("c_horizon")
     query = (
@@ -280,7 +283,7 @@ def _candidates_query(pg: bool, priority: int, labels: bool, extra: tuple[Any, .
             # Past expires_at it must never start, even before housekeeping fails it (and
             # one claimed ahead starts at its run_after).
             o.expires_at.is_(None) | ((o.expires_at > now) & (o.expires_at > o.run_after)),
-            ~busy,
+            ~_DEVICE_BUSY,
             *extra,
         )
         .order_by(o.run_after)
@@ -677,17 +680,11 @@ class SchedulerStore:
 
     async def mark_busy_pending(self, now: datetime) -> int:
         """Due ``scheduled`` operations whose device is busy become ``pending`` (device_busy)."""
-        running = aliased(operations)
-        busy = exists().where(
-            running.c.tenant_id == o.tenant_id,
-            running.c.device_id == o.device_id,
-            running.c.status == _status_literal(Status.RUNNING),
-        )
         async with self.db.write() as conn:
             changed = await conn.execute(
                 update(operations)
                 # _IS_WAITING too: the partial index is found by its exact condition.
-                .where(_IS_WAITING, _IS_SCHEDULED, o.run_after <= now, busy)
+                .where(_IS_WAITING, _IS_SCHEDULED, o.run_after <= now, _DEVICE_BUSY)
                 .values(status=Status.PENDING.value, wait_reason="device_busy", updated_at=now)
                 .returning(o.id, o.attempts)
             )
