@@ -233,3 +233,127 @@ async def test_hostile_and_malformed_envelopes_are_refused_without_harm(api: Api
             timeout=30,
         )
         assert op["status"] == "completed", op
+
+
+def _instances(cpe: Any, table: str) -> list[int]:
+    return sorted(
+        int(info.name[len(table) :].rstrip("."))
+        for info in cpe.model.names(table, True)
+        if info.name[len(table) :].rstrip(".").isdigit()
+    )
+
+
+async def _with_answer_lost_once(
+    api: Api, env: Any, cpe: Any, rpc: str, op: dict[str, Any]
+) -> dict[str, Any]:
+    """POST ``op`` while the CPE drops its answer to the first ``rpc`` (which it applies);
+    the result once terminal."""
+    seen = cpe.rpcs.count(rpc)
+    cpe.config.faults.drop_on = rpc
+    r = await api.client.post(OPS, json={**op, "max_attempts": 3}, headers=env.headers)
+    assert r.status_code == 201, r.text
+    while cpe.rpcs.count(rpc) == seen:  # noqa: ASYNC110 - watching the CPE
+        await asyncio.sleep(0.02)
+    cpe.config.faults.drop_on = None
+    return await wait_terminal(api, env.headers, r.json()["id"], timeout=30)
+
+
+async def test_an_add_object_whose_answer_was_lost_is_not_added_again(api: Api) -> None:
+    # The CPE applied the AddObject but its answer was lost: the retry finds, by the CPE's
+    # ParameterKey, that it took effect, and reports the instance instead of adding another.
+    async with acs_env(api, retry_base_s=0.2) as env:
+        cpe = await env.cpe("ADD0001", model="tr181")
+        device_id = await env.device_id(cpe)
+        table = "Device.NAT.PortMapping."
+        before = _instances(cpe, table)
+        adds = cpe.rpcs.count("AddObject")
+        body = await _with_answer_lost_once(
+            api,
+            env,
+            cpe,
+            "AddObject",
+            {
+                "device_id": device_id,
+                "operation_type": "add_object",
+                "parameters": {"object_name": table},
+            },
+        )
+        assert body["status"] == "completed", body
+        assert body["attempts"] >= 2
+        after = _instances(cpe, table)
+        assert len(after) == len(before) + 1  # one instance, not two
+        assert cpe.rpcs.count("AddObject") == adds + 1
+        assert body["result"]["already_added"] is True
+        assert body["result"]["instance_number"] == after[-1]
+        assert body["result"]["object"] == f"{table}{after[-1]}."
+        # A first attempt that fails before its AddObject is applied adds it on the retry.
+        cpe.config.faults.fault_rpcs["AddObject"] = 9002
+        r = await api.client.post(
+            OPS,
+            json={
+                "device_id": device_id,
+                "operation_type": "add_object",
+                "parameters": {"object_name": table},
+                "max_attempts": 3,
+            },
+            headers=env.headers,
+        )
+        while cpe.rpcs.count("AddObject") == adds + 1:  # noqa: ASYNC110 - watching the CPE
+            await asyncio.sleep(0.02)
+        del cpe.config.faults.fault_rpcs["AddObject"]
+        body = await wait_terminal(api, env.headers, r.json()["id"], timeout=30)
+        assert body["status"] == "completed", body
+        assert "already_added" not in body["result"]
+        assert _instances(cpe, table) == [*after, body["result"]["instance_number"]]
+
+
+async def test_a_configuration_sync_retried_after_lost_answers_adds_each_instance_once(
+    api: Api,
+) -> None:
+    async with acs_env(api, retry_base_s=0.2) as env:
+        cpe = await env.cpe("ADD0002", model="tr181")
+        device_id = await env.device_id(cpe)
+        nat, ssid = "Device.NAT.PortMapping.", "Device.WiFi.SSID."
+        r = await api.client.post(
+            "/api/v1/config_template/",
+            json={
+                "name": "two-tables",
+                "format": "parameters",
+                "parameters": {
+                    f"{nat}{{i}}.Description": "{{ label }}",
+                    f"{ssid}{{i}}.SSID": "{{ label }}",
+                },
+            },
+            headers=env.headers,
+        )
+        assert r.status_code == 201, r.text
+
+        async def sync(label: str, lost: str) -> dict[str, Any]:
+            before = (_instances(cpe, nat), _instances(cpe, ssid))
+            body = await _with_answer_lost_once(
+                api,
+                env,
+                cpe,
+                lost,
+                {
+                    "device_id": device_id,
+                    "operation_type": "configuration_sync",
+                    "parameters": {"config_template": "two-tables", "variables": {"label": label}},
+                },
+            )
+            assert body["status"] == "completed", body
+            assert body["attempts"] >= 2
+            # Each table got exactly one new instance, configured as the template says.
+            for table, had in zip((nat, ssid), before, strict=True):
+                now = _instances(cpe, table)
+                assert len(now) == len(had) + 1, (table, had, now)
+                assert f"{table}{now[-1]}." in body["result"]["added_objects"]
+            assert cpe.model.value(f"{nat}{_instances(cpe, nat)[-1]}.Description") == label
+            assert cpe.model.value(f"{ssid}{_instances(cpe, ssid)[-1]}.SSID") == label
+            return body
+
+        # The first AddObject applied, its answer lost: the retry reuses that instance and
+        # adds the second table's.
+        await sync("first", "AddObject")
+        # Everything applied, the SPV's answer lost: the retry reuses both instances.
+        await sync("second", "SetParameterValues")

@@ -23,6 +23,7 @@ import pytest
 import uvicorn
 
 from headless_ops.api.app import create_app
+from headless_ops.api.limits import MULTIPART_SLACK
 from headless_ops.api.runtime import Runtime
 from headless_ops.artifacts.firmware import FirmwareRepository
 from headless_ops.config import Settings
@@ -396,11 +397,12 @@ async def test_size_limit(settings: Settings) -> None:
         octet = {**headers, "Content-Type": "application/octet-stream"}
 
         # Declared too large (Content-Length), multipart or raw: refused before the body.
+        # A multipart body may carry its envelope (MULTIPART_SLACK) above the limit.
         for request in (
             api.client.build_request(
                 "POST",
                 FIRMWARE,
-                files={"file": ("image.bin", b"x" * (limit + 1))},
+                files={"file": ("image.bin", b"x" * (limit + MULTIPART_SLACK + 1))},
                 data={"version": "1.0"},
                 headers=headers,
             ),
@@ -414,7 +416,17 @@ async def test_size_limit(settings: Settings) -> None:
         ):
             status, answer = await _refused_by_headers(api, request)
             assert status == 413, answer
-            assert str(limit) in answer["detail"]
+            assert "larger than" in answer["detail"]
+        # A multipart file of one byte over the limit, within the envelope's slack: the
+        # route refuses it, naming the image's limit, and keeps nothing.
+        r = await api.client.post(
+            FIRMWARE,
+            files={"file": ("image.bin", b"x" * (limit + 1))},
+            data={"version": "1.0"},
+            headers=headers,
+        )
+        assert_error(r, 413)
+        assert f"at most {limit} bytes" in r.json()["detail"]
         # Found too large while streaming (no Content-Length to refuse it by).
         r = await api.client.post(
             FIRMWARE,
@@ -430,6 +442,15 @@ async def test_size_limit(settings: Settings) -> None:
         # Exactly the limit is fine.
         r = await api.client.post(
             FIRMWARE, params={"version": "1.0"}, content=b"y" * limit, headers=octet
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["size"] == limit
+        # As multipart too (its envelope on top of the image).
+        r = await api.client.post(
+            FIRMWARE,
+            files={"file": ("image.bin", b"z" * limit)},
+            data={"version": "1.1"},
+            headers=headers,
         )
         assert r.status_code == 201, r.text
         assert r.json()["size"] == limit

@@ -11,8 +11,17 @@ from headless_ops.errors import PayloadTooLarge
 __all__ = ["BodyLimitMiddleware", "NulInUrlMiddleware"]
 
 
+#: Room for a multipart body's envelope (boundaries, part headers, small text fields) above
+#: the limit of its content: a firmware image of exactly the limit must pass as multipart
+#: too. The route itself then holds the file part to the exact limit.
+MULTIPART_SLACK = 64 * 1024
+
+
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_bytes``: by Content-Length at once, else while streaming."""
+    """Refuse bodies over ``max_bytes``: by Content-Length at once, else while streaming.
+
+    A ``multipart/form-data`` body may be :data:`MULTIPART_SLACK` bytes larger (its envelope).
+    """
 
     def __init__(
         self, app: ASGIApp, max_bytes: int, overrides: tuple[tuple[str, int], ...] = ()
@@ -32,15 +41,18 @@ class BodyLimitMiddleware:
             if path.startswith(prefix):
                 limit = override
                 break
+        declared = -1
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > limit:
-                    await self._refuse(send, limit)
-                    return
+            elif name == b"content-type" and value[:19].lower() == b"multipart/form-data":
+                limit += MULTIPART_SLACK
+        if declared > limit:
+            await self._refuse(send, limit)
+            return
         seen = 0
 
         async def limited() -> Message:

@@ -219,9 +219,22 @@ async def set_parameters(ctx: JobContext) -> Finished:
 
 
 async def add_object(ctx: JobContext) -> Finished:
-    """AddObject: the new instance's number and the CPE's status."""
+    """AddObject: the new instance's number and the CPE's status. A retry after an attempt
+    whose AddObject was applied (its answer lost) does not add a second instance: see
+    :func:`_applied_steps`."""
     name = str(ctx.parameters["object_name"])
-    added = await _add(ctx, name)
+    if await _applied_steps(ctx) >= 1:
+        found = await _newest_instance(ctx, name)
+        if found is not None:
+            return Finished(
+                {
+                    "instance_number": found,
+                    "object": f"{name}{found}.",
+                    "status": 0,
+                    "already_added": True,
+                }
+            )
+    added = await _add(ctx, name, 0)
     return Finished(
         {
             "instance_number": added.instance_number,
@@ -327,13 +340,18 @@ async def configuration_sync(ctx: JobContext) -> Finished:
         raise PermanentError("template_error", str(exc)) from None
     added: dict[str, str] = {}
     values: list[soap.ParameterValue] = []
+    # A retry reuses the instances an earlier attempt added (see _applied_steps).
+    applied = await _applied_steps(ctx) if any("{i}" in str(i["name"]) for i in rendered) else 0
     for item in rendered:
         path = str(item["name"])
         if "{i}" in path:
             table = path.split("{i}", 1)[0]
             if table not in added:
-                instance = await _add(ctx, table)
-                added[table] = f"{table}{instance.instance_number}."
+                step = len(added)
+                number = await _newest_instance(ctx, table) if step < applied else None
+                if number is None:
+                    number = (await _add(ctx, table, step)).instance_number
+                added[table] = f"{table}{number}."
             path = path.replace(f"{table}{{i}}.", added[table], 1)
         values.append(
             soap.ParameterValue(
@@ -362,10 +380,61 @@ async def configuration_sync(ctx: JobContext) -> Finished:
     )
 
 
-async def _add(ctx: JobContext, table: str) -> soap.AddObjectResponse:
+#: :func:`_applied_steps` when the program's SPV (after all its AddObjects) was applied.
+_ALL_STEPS = 1 << 30
+
+
+def _add_key(ctx: JobContext, step: int) -> str:
+    """The ParameterKey of a program's ``step``-th AddObject (``string(32)``): the operation
+    and the step, so that the CPE's ParameterKey tells how far an earlier attempt got."""
+    return f"{ctx.operation_id[-24:]}+a{step}"
+
+
+async def _applied_steps(ctx: JobContext) -> int:
+    """How many of this program's AddObjects an earlier attempt had applied (0 on the first).
+
+    The CPE sets ``ManagementServer.ParameterKey`` to the key of the last SPV, AddObject or
+    DeleteObject it applied, and a program sends its AddObjects in order (step 0, 1, ...),
+    then its SPV (the operation's own key): a key of step ``n`` means steps 0..n took effect
+    although their answers were lost; the SPV's key means all of them did. A CPE that never
+    updates its ParameterKey (a known quirk) reads as nothing applied: such a CPE gets the
+    instance added again, as before this check.
+    """
+    if ctx.attempt <= 1:
+        return 0
+    name = f"{ctx.cpe.root}ManagementServer.ParameterKey"
+    try:
+        values = await _gpv(ctx, [name])
+    except HelperError:
+        return 0  # unreadable: assume nothing (the add is then repeated)
+    key = next((v.value for v in values if v.name == name), "")
+    if key == ctx.operation_id[-32:]:
+        return _ALL_STEPS  # the SPV that follows every AddObject was applied
+    prefix = f"{ctx.operation_id[-24:]}+a"
+    if key.startswith(prefix) and key[len(prefix) :].isdigit():
+        return int(key[len(prefix) :]) + 1
+    return 0
+
+
+async def _newest_instance(ctx: JobContext, table: str) -> int | None:
+    """The highest instance number of ``table`` (CPEs number new instances upwards, so an
+    instance just added is the highest), or None when the table has none."""
+    try:
+        response = await ctx.rpc(soap.GetParameterNames(path=table, next_level=True))
+    except RpcFault as exc:
+        raise fault_error("GetParameterNames", exc.fault) from None
+    numbers = [
+        int(rest)
+        for info in _check(response, soap.GetParameterNamesResponse).parameters
+        if info.name.startswith(table) and (rest := info.name[len(table) :].rstrip(".")).isdigit()
+    ]
+    return max(numbers, default=None)
+
+
+async def _add(ctx: JobContext, table: str, step: int) -> soap.AddObjectResponse:
     try:
         response = await ctx.rpc(
-            soap.AddObject(object_name=table, parameter_key=ctx.operation_id[-32:])
+            soap.AddObject(object_name=table, parameter_key=_add_key(ctx, step))
         )
     except RpcFault as exc:
         raise fault_error("AddObject", exc.fault) from None
