@@ -8,6 +8,7 @@ schema; each revision also survives an up-down-up step on its own (the "stairway
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, pool
+from sqlalchemy import Column, Connection, create_engine, inspect, pool
+from sqlalchemy.schema import CreateIndex
 
 from headless_ops.config import Settings
 from headless_ops.store.migrate import alembic_config, sync_url, upgrade
@@ -54,9 +56,39 @@ def _differences(settings: Settings) -> list[Any]:
             context = MigrationContext.configure(
                 conn, opts={"compare_type": True, "compare_server_default": True}
             )
-            return list(compare_metadata(context, metadata))
+            with warnings.catch_warnings():
+                # SQLAlchemy cannot reflect SQLite's expression indexes (it warns and skips
+                # them): those are compared by their SQL below instead.
+                warnings.filterwarnings(
+                    "ignore", "Skipped unsupported reflection of expression-based index"
+                )
+                warnings.filterwarnings(
+                    "ignore", "autogenerate skipping metadata-specified expression-based index"
+                )
+                found = list(compare_metadata(context, metadata))
+            if conn.dialect.name == "sqlite":
+                found += _sqlite_expression_indexes(conn)
+            return found
     finally:
         engine.dispose()
+
+
+def _sqlite_expression_indexes(conn: Connection) -> list[Any]:
+    """The model's expression indexes missing from the SQLite database, or built otherwise
+    (compared as the CREATE INDEX statements SQLAlchemy and SQLite spell)."""
+    stored = dict(
+        conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'index'").all()
+    )
+    out: list[Any] = []
+    for table in metadata.tables.values():
+        for index in table.indexes:
+            if all(isinstance(e, Column) for e in index.expressions):
+                continue  # a column index: compare_metadata compares it
+            wanted = " ".join(str(CreateIndex(index).compile(dialect=conn.dialect)).split())
+            have = " ".join((stored.get(index.name) or "").split())
+            if wanted != have:
+                out.append(("expression index", index.name, wanted, have))
+    return out
 
 
 def _state(settings: Settings) -> tuple[set[str], str | None]:

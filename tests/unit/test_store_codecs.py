@@ -61,3 +61,26 @@ def test_sqlite_timestamps_written_by_others_are_read() -> None:
         2026, 11, 26, 7, 35, 27, 500000, tzinfo=UTC
     )
     assert _sqlite_result(None) is None
+
+
+def test_json_text_writes_its_key_into_the_sql_on_both_engines() -> None:
+    from sqlalchemy import column, select
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from headless_ops.store.types import json_text
+
+    query = select(column("x")).where(json_text(column("connection"), "serial_number") == "A")
+    assert "json_extract(connection, '$.\"serial_number\"') = ?" in str(
+        query.compile(dialect=sqlite.dialect())
+    )
+    assert "(connection ->> 'serial_number') = %(param_1)s" in str(
+        query.compile(dialect=postgresql.dialect())
+    )
+    # Two keys, two statements (the key is part of the cache key, not a parameter).
+    other = select(column("x")).where(json_text(column("connection"), "oui") == "A")
+    assert "'oui'" in str(other.compile(dialect=postgresql.dialect()))
+    key, other_key = query._generate_cache_key(), other._generate_cache_key()
+    assert key is not None and other_key is not None and key.key != other_key.key
+    for bad in ("a'b", "a.b", ""):
+        with pytest.raises(ValueError, match="not a plain JSON key"):
+            json_text(column("connection"), bad)

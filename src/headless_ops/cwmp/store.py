@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, insert, literal_column, select, update
 
 from headless_ops.store.db import Database
-from headless_ops.store.schema import cwmp_devices, cwmp_jobs, devices, operations
+from headless_ops.store.schema import cwmp_devices, cwmp_jobs, device_serial, devices, operations
 from headless_ops.timeutil import iso
 
 __all__ = ["CwmpStore", "JobState"]
@@ -78,8 +78,8 @@ class CwmpStore:
     async def find_inventory_device(self, oui: str, product_class: str, serial: str) -> Any:
         """An inventory device (any tenant) created for this identity before it ever informed.
 
-        A scan of the connection fields of the CWMP devices no CPE is bound to yet: it runs
-        once per new CPE only.
+        Found by its serial number through an index (``ix_devices_cwmp_serial``); only CWMP
+        devices no CPE is bound to yet, whose OUI and product class, when given, match.
         """
         bound = select(d.device_key).where(
             d.tenant_id == devices.c.tenant_id, d.device_id == devices.c.id
@@ -87,11 +87,9 @@ class CwmpStore:
         async with self.db.read() as conn:
             rows = (
                 await conn.execute(
-                    # Only devices no CPE has claimed yet: registered ones are skipped, so
-                    # a fleet registering itself does not scan ever more rows.
-                    select(devices.c.tenant_id, devices.c.id, devices.c.connection).where(
-                        devices.c.protocol == "cwmp", ~bound.exists()
-                    )
+                    select(devices.c.tenant_id, devices.c.id, devices.c.connection)
+                    .where(device_serial == serial, devices.c.protocol == "cwmp", ~bound.exists())
+                    .order_by(devices.c.created_at, devices.c.tenant_id, devices.c.id)
                 )
             ).all()
         for row in rows:

@@ -18,7 +18,7 @@ from sqlalchemy import (
     text,
 )
 
-from headless_ops.store.types import JsonType, UtcDateTime
+from headless_ops.store.types import JsonType, UtcDateTime, json_text
 
 __all__ = [
     "api_tokens",
@@ -90,6 +90,13 @@ devices = Table(
     PrimaryKeyConstraint("tenant_id", "id"),
     UniqueConstraint("tenant_id", "name"),
 )
+
+#: A CPE's serial number as its device's connection holds it: the key by which a CPE that
+#: informs for the first time finds the inventory device registered for it beforehand.
+device_serial = json_text(devices.c.connection, "serial_number")
+# An expression index (json_extract on SQLite, ->> on PostgreSQL): without it, every new CPE
+# of a fleet registered ahead scanned all the devices still waiting for their CPE.
+Index("ix_devices_cwmp_serial", device_serial)
 
 _WAITING = text("status IN ('scheduled', 'pending')")
 _RUNNING = text("status = 'running'")

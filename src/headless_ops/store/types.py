@@ -8,14 +8,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime
+from sqlalchemy import JSON, DateTime, String, literal_column
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from headless_ops.timeutil import ensure_utc
 
-__all__ = ["JsonType", "UtcDateTime", "json_dumps", "json_loads"]
+__all__ = ["JsonType", "UtcDateTime", "json_dumps", "json_loads", "json_text"]
 
 _scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # stub says class
 
@@ -100,3 +104,39 @@ class UtcDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else ensure_utc(value)
+
+
+class json_text(FunctionElement[str]):
+    """The text of a JSON column's top-level ``key``, with the key written into the SQL.
+
+    ``column ->> 'key'`` on PostgreSQL, ``json_extract(column, '$."key"')`` on SQLite. An
+    expression index on it is used by a query on it: SQLAlchemy's ``column["key"]`` binds
+    the key as a parameter, which neither engine matches with an indexed expression.
+    """
+
+    type = String()
+    inherit_cache = True
+    name = "json_text"
+
+    def __init__(self, column: ColumnElement[Any], key: str) -> None:
+        if not key.isidentifier():
+            raise ValueError(f"not a plain JSON key: {key!r}")
+        # A literal column, not a bound value: the key is part of the statement's cache key.
+        super().__init__(column, literal_column(key))
+
+
+def _json_text_parts(element: json_text, compiler: SQLCompiler, **kw: Any) -> tuple[str, str]:
+    column, key = element.clauses.clauses
+    return compiler.process(column, **kw), str(getattr(key, "name", ""))
+
+
+@compiles(json_text, "sqlite")
+def _json_text_sqlite(element: json_text, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = _json_text_parts(element, compiler, **kw)
+    return f"json_extract({column}, '$.\"{key}\"')"
+
+
+@compiles(json_text, "postgresql")
+def _json_text_postgresql(element: json_text, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key = _json_text_parts(element, compiler, **kw)
+    return f"({column} ->> '{key}')"
