@@ -11,12 +11,18 @@ import ssl
 from pathlib import Path
 
 import httpx2
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from sqlalchemy import select
 
+from headless_ops.cwmp import engine as engine_module
 from headless_ops.cwmp import soap
+from headless_ops.cwmp.messages import ParameterValue
+from headless_ops.services.devices import DeviceService
+from headless_ops.store.schema import devices
 from tests.conftest import Api
 from tests.support.api_helpers import DEVICES
 from tests.support.cwmp_env import acs_env
@@ -70,6 +76,72 @@ async def test_per_device_digest_credentials(api: Api) -> None:
             timeout=30,
         )
         assert op["status"] == "completed", op
+
+
+async def test_changed_credentials_apply_at_once(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with acs_env(api) as env:
+        connection = {"oui": "202BC1", "product_class": "BM632w", "serial_number": "ROT0001"}
+        r = await api.client.post(
+            DEVICES,
+            json={
+                "id": "dev_gw_rot",
+                "name": "gw-rot",
+                "protocol": "cwmp",
+                "connection": {**connection, "cpe_username": "gw", "cpe_password": "first"},
+            },
+            headers=env.headers,
+        )
+        assert r.status_code == 201, r.text
+
+        async def sessions_with(password: str) -> tuple[int, str | None]:
+            cpe = await env.cpe("ROT0001", acs_username="gw", acs_password=password)
+            try:
+                return cpe.sessions, cpe.last_session_error
+            finally:
+                await cpe.close()
+
+        assert (await sessions_with("first"))[0] >= 1  # known (and cached) by the ACS now
+        # Rotated through this process's API: the old password is refused at once, the new
+        # one accepted, without waiting for the cache to expire.
+        r = await api.client.patch(
+            f"{DEVICES}dev_gw_rot/",
+            json={"connection": {"cpe_password": "second"}},
+            headers=env.headers,
+        )
+        assert r.status_code == 200, r.text
+        sessions, error = await sessions_with("first")
+        assert sessions == 0 and "401" in (error or ""), error
+        assert (await sessions_with("second"))[0] >= 1
+        # Rotated by another process (a device service this ACS does not listen to): the
+        # new password fails against the cache, which is looked up again before refusing.
+        monkeypatch.setattr(engine_module, "RECHECK_AFTER_FAILURE_S", 0.0)
+        cpe = await env.cpe("ROT0001", acs_username="gw", acs_password="second")
+        try:
+            # A bootstrap gets connection-request credentials provisioned: a change of the
+            # device in this process, which drops it from the cache. A periodic Inform
+            # caches it again.
+            await cpe.inform("2 PERIODIC")
+            assert any(k.device_id == "dev_gw_rot" for k in env.engine.known.values())
+            async with api.runtime.db.read() as conn:
+                tenant_id = (
+                    await conn.execute(
+                        select(devices.c.tenant_id).where(devices.c.id == "dev_gw_rot")
+                    )
+                ).scalar_one()
+            elsewhere = DeviceService(api.runtime.db, api.runtime.box)
+            await elsewhere.update(
+                tenant_id,
+                "dev_gw_rot",
+                DeviceService.parse_update({"connection": {"cpe_password": "third"}}),
+            )
+            cpe.model.set(
+                [ParameterValue(f"{IGD}ManagementServer.Password", "third", "xsd:string")]
+            )
+            before = cpe.sessions
+            await cpe.inform("2 PERIODIC")
+            assert cpe.sessions == before + 1, cpe.last_session_error
+        finally:
+            await cpe.close()
 
 
 async def test_shared_credentials_and_a_cpe_without_any(api: Api) -> None:
@@ -336,6 +408,8 @@ async def test_the_cache_of_cpes_is_pruned(api: Api) -> None:
     async with acs_env(api, scheduler=False) as env:
         cpe = await env.cpe("PRN0001")
         key = "202BC1-BM632w-PRN0001"
+        # (The bootstrap's provisioning changed the device, which dropped it from the cache.)
+        await cpe.inform("2 PERIODIC")
         assert key in env.engine.known
         assert env.engine.prune_known() == 0  # fresh: kept
         env.engine.known[key].fetched -= engine_module.KNOWN_TTL_S + 1

@@ -54,8 +54,13 @@ _SUPPORTED_VERSIONS = ("1.0", "1.1", "1.2", "1.3", "1.4")
 _CPE_METHODS = ["Inform", "GetRPCMethods", "TransferComplete", "AutonomousTransferComplete"]
 
 
-#: How long what the ACS knows of a CPE (identity binding, credentials) is trusted.
+#: How long what the ACS knows of a CPE (identity binding, credentials) is trusted. A change
+#: through the API of this process applies at once (DeviceService.changed); one made through
+#: another process's API, within this time. Credentials that fail are looked up again first.
 KNOWN_TTL_S = 60.0
+#: A CPE whose credentials failed is looked up again at most this often (a client guessing
+#: passwords must not turn every guess into a database read).
+RECHECK_AFTER_FAILURE_S = 1.0
 #: Routine Informs are written behind, at most this late.
 SEEN_FLUSH_S = 1.0
 #: Events that need no handling beyond "the CPE is alive".
@@ -216,6 +221,9 @@ class AcsEngine:
         self._sweeper: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.known: dict[str, _Known] = {}
+        #: (tenant, device) -> its device key in ``known``.
+        self._known_keys: dict[tuple[str, str], str] = {}
+        resources.devices.changed.append(self.forget_device)
         #: (tenant, device) with operations deferred until the CPE shows up: refreshed from
         #: the database every SEEN_FLUSH_S (any worker may defer), added to at once by the
         #: helper of this process.
@@ -246,6 +254,8 @@ class AcsEngine:
                     await task
         self._sweeper = self._flusher = None
         await self.flush_seen()
+        with contextlib.suppress(ValueError):
+            self.resources.devices.changed.remove(self.forget_device)
 
     async def _sweep(self) -> None:
         while True:
@@ -332,7 +342,7 @@ class AcsEngine:
 
     async def _known_cpe(self, ident: soap.DeviceId, key: str) -> _Known | None:
         """What the ACS needs of a CPE at each Inform, cached for ``KNOWN_TTL_S`` (a change
-        of credentials through the API applies within that time)."""
+        of the device through this process's API drops it at once; see KNOWN_TTL_S)."""
         known = self.known.get(key)
         if known is not None and time.monotonic() - known.fetched < KNOWN_TTL_S:
             return known
@@ -355,7 +365,20 @@ class AcsEngine:
             cr_ready=bool(view.connection.get("connection_request_password")),
         )
         self.known[key] = known
+        self._known_keys[(row.tenant_id, row.device_id)] = key
         return known
+
+    def forget_device(self, tenant_id: str, device_id: str) -> None:
+        """Drop what is cached of the inventory device (it changed or was deleted): its
+        CPE's next Inform reads it again."""
+        key = self._known_keys.pop((tenant_id, device_id), None)
+        if key is not None:
+            self.known.pop(key, None)
+
+    def _authenticated(self, known: _Known, authorization: str | None) -> bool:
+        return known.credentials is None or self.verifier.verify(
+            authorization, "POST", known.credentials, allow_basic=self._basic()
+        )
 
     async def _inform(
         self,
@@ -375,9 +398,20 @@ class AcsEngine:
         if known is None:
             log.warning("unknown CPE refused", device_key=key)
             return Reply(403, b"unknown CPE", {"Connection": "close"})
-        if known.credentials is not None and not self.verifier.verify(
-            authorization, "POST", known.credentials, allow_basic=self._basic()
+        if (
+            not self._authenticated(known, authorization)
+            and authorization
+            and time.monotonic() - known.fetched >= RECHECK_AFTER_FAILURE_S
         ):
+            # The credentials may have changed since they were cached (through the API of
+            # another process): look them up again before refusing.
+            self.forget_device(known.tenant_id, known.device_id)
+            self.known.pop(key, None)
+            known = await self._known_cpe(ident, key)
+            if known is None:
+                log.warning("unknown CPE refused", device_key=key)
+                return Reply(403, b"unknown CPE", {"Connection": "close"})
+        if not self._authenticated(known, authorization):
             scheme = "basic" if self._basic() and self.settings.cwmp_auth != "digest" else "digest"
             headers = {"WWW-Authenticate": self.verifier.challenge(scheme)}
             if authorization:
@@ -486,7 +520,8 @@ class AcsEngine:
         cutoff = time.monotonic() - KNOWN_TTL_S
         stale = [key for key, known in self.known.items() if known.fetched < cutoff]
         for key in stale:
-            del self.known[key]
+            known = self.known.pop(key)
+            self._known_keys.pop((known.tenant_id, known.device_id), None)
         return len(stale)
 
     async def _flush_loop(self) -> None:

@@ -111,6 +111,13 @@ class DeviceService:
     #: Further checks of a validated connection, by protocol (an SSH device's profile must
     #: exist); each raises InvalidInput.
     connection_checks: dict[str, Callable[[dict[str, Any]], None]] = field(default_factory=dict)
+    #: Called with (tenant, device id) once a change or deletion of a device is committed:
+    #: caches of this process (the ACS's credentials) drop the device at once.
+    changed: list[Callable[[str, str], None]] = field(default_factory=list)
+
+    def _notify_changed(self, tenant_id: str, device_id: str) -> None:
+        for listener in self.changed:
+            listener(tenant_id, device_id)
 
     def _check_connection(self, protocol: str, connection: dict[str, Any]) -> None:
         check = self.connection_checks.get(protocol)
@@ -246,6 +253,7 @@ class DeviceService:
         except IntegrityError:
             raise Conflict(f"a device named {change.name!r} already exists") from None
         assert updated is not None
+        self._notify_changed(tenant_id, device_id)
         return updated
 
     async def pin_host_key(self, tenant_id: str, device_id: str, host_key: str) -> str | None:
@@ -281,6 +289,7 @@ class DeviceService:
                     "cancel them or wait for them first"
                 )
             await device_store.delete_device(conn, tenant_id, device_id)
+        self._notify_changed(tenant_id, device_id)
 
     @staticmethod
     def secret_names(protocol: str) -> frozenset[str]:
