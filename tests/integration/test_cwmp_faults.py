@@ -357,3 +357,62 @@ async def test_a_configuration_sync_retried_after_lost_answers_adds_each_instanc
         await sync("first", "AddObject")
         # Everything applied, the SPV's answer lost: the retry reuses both instances.
         await sync("second", "SetParameterValues")
+
+
+async def test_an_operation_due_while_its_cpe_first_informs_runs_in_that_session(
+    api: Api,
+) -> None:
+    # The CPE's first Inform is being taken (bound to its inventory device, its connection
+    # request URL not yet recorded) when its operation falls due: the job goes to the
+    # session that Inform opens, rather than to a connection request that cannot succeed
+    # and a deferral until the CPE's next periodic Inform.
+    async with acs_env(api) as env:
+        r = await api.client.post(
+            "/api/v1/inventory_device/",
+            json={
+                "id": "dev_early",
+                "name": "early",
+                "protocol": "cwmp",
+                "connection": {"serial_number": "EARLY001"},
+            },
+            headers=env.headers,
+        )
+        assert r.status_code == 201, r.text
+        store = env.engine.store
+        record_inform = store.record_inform
+        entered, gate = asyncio.Event(), asyncio.Event()
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            entered.set()
+            await gate.wait()
+            return await record_inform(*args, **kwargs)
+
+        store.record_inform = held  # type: ignore[method-assign]
+        booting = asyncio.create_task(env.cpe("EARLY001"))
+        try:
+            await asyncio.wait_for(entered.wait(), 10)
+            r = await api.client.post(
+                OPS,
+                json={
+                    "device_id": "dev_early",
+                    "operation_type": "get_parameters",
+                    "parameters": {"names": [f"{IGD}DeviceInfo.SerialNumber"]},
+                    "max_attempts": 1,
+                },
+                headers=env.headers,
+            )
+            assert r.status_code == 201, r.text
+            op_id = r.json()["id"]
+            # The attempt has started and queued its job while the Inform is held.
+            deadline = time.monotonic() + 10
+            while await store.job(op_id, 1) is None:
+                assert time.monotonic() < deadline, "the attempt never queued its job"
+                await asyncio.sleep(0.02)
+        finally:
+            store.record_inform = record_inform  # type: ignore[method-assign]
+            gate.set()
+            await booting
+        body = await wait_terminal(api, env.headers, op_id, timeout=20)
+        assert body["status"] == "completed", body
+        assert body["attempts"] == 1 and body["wait_reason"] is None
+        assert body["result"]["parameters"][f"{IGD}DeviceInfo.SerialNumber"]["value"] == "EARLY001"

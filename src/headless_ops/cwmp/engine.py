@@ -223,6 +223,8 @@ class AcsEngine:
         self.known: dict[str, _Known] = {}
         #: (tenant, device) -> its device key in ``known``.
         self._known_keys: dict[tuple[str, str], str] = {}
+        #: Device keys whose Inform is being taken (count of them), before their session.
+        self._informing: dict[str, int] = {}
         resources.devices.changed.append(self.forget_device)
         #: (tenant, device) with operations deferred until the CPE shows up: refreshed from
         #: the database every SEEN_FLUSH_S (any worker may defer), added to at once by the
@@ -278,7 +280,9 @@ class AcsEngine:
                 await asyncio.wait_for(asyncio.shield(session.job), 5)
 
     def in_session(self, device_key: str) -> bool:
-        """Whether this process holds a live session with the CPE."""
+        """Whether this process holds a live session with the CPE (or is taking its Inform)."""
+        if device_key in self._informing:
+            return True
         session = self.by_device.get(device_key)
         return session is not None and not session.ended
 
@@ -381,6 +385,29 @@ class AcsEngine:
         )
 
     async def _inform(
+        self,
+        envelope: soap.Envelope,
+        inform: soap.Inform,
+        authorization: str | None,
+        conn_key: str,
+    ) -> Reply:
+        ident = inform.device_id
+        if not ident.oui or not ident.serial_number:
+            return await self._take_inform(envelope, inform, authorization, conn_key)
+        # From now until its session is registered (or refused), the CPE counts as in
+        # session here: a job queued for it meanwhile goes to that session, instead of a
+        # connection request it would ignore while it informs (and a deferral that would
+        # wait for its next Inform).
+        key = soap.device_key(ident)
+        self._informing[key] = self._informing.get(key, 0) + 1
+        try:
+            return await self._take_inform(envelope, inform, authorization, conn_key)
+        finally:
+            left = self._informing.pop(key) - 1
+            if left:
+                self._informing[key] = left
+
+    async def _take_inform(
         self,
         envelope: soap.Envelope,
         inform: soap.Inform,

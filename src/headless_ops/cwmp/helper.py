@@ -129,7 +129,10 @@ class CwmpHelper:
                 }
             )
             reached, why = await self._reach(device, cpe)
-            if not reached:
+            if not reached and self.engine is not None and self.engine.in_session(cpe.device_key):
+                # It began to inform here meanwhile: that session takes the job.
+                self.engine.job_queued(cpe.device_key)
+            elif not reached:
                 await self._withdraw(context, "cpe_unreachable", why)
             job = await self._wait_taken(context, event)
             if job is None:

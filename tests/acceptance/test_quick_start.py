@@ -1,0 +1,90 @@
+"""The README's quick start, as a newcomer runs it: ``serve --demo`` (what ``make run``
+starts) in its own process, then the README's own requests, read from the README itself.
+
+The firmware update of the simulated TR-069 gateway must complete with the version checked,
+the listing with ``update_status=true`` must answer, and the demo's SSH router (nothing
+listens for it) must fail and say why. SQLite, the embedded default the quick start uses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from tests.support.server import free_port, start_server
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+OPS = "/api/v1/inventory_device_headless_operation/"
+
+
+def _quick_start_requests() -> tuple[dict[str, Any], str]:
+    """The README's POST body and the path of its listing request."""
+    text = README.read_text(encoding="utf-8")
+    body = re.search(r"-d '(\{.*?\})'", text, re.S)
+    listing = re.search(r'curl -s "http://127\.0\.0\.1:8080(/api/v1/[^"]+)"', text)
+    assert body and listing, "the README's quick start lost its example requests"
+    parsed: dict[str, Any] = json.loads(body.group(1))
+    return parsed, listing.group(1)
+
+
+def _wait_terminal(client: httpx2.Client, op_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body: dict[str, Any] = client.get(f"{OPS}{op_id}/").json()
+        if body["status"] in ("completed", "failed", "cancelled"):
+            return body
+        assert time.monotonic() < deadline, json.dumps(body)
+        time.sleep(0.1)
+
+
+def test_the_readme_quick_start_works_on_the_demo(tmp_path: Path) -> None:
+    body, listing = _quick_start_requests()
+    # The demo's CPEs need the ACS on a known port (the tests' default is an ephemeral one).
+    server = start_server(
+        tmp_path / "data", args=["--demo"], env={"HEADLESS_OPS_CWMP_PORT": str(free_port())}
+    )
+    try:
+        assert server.admin_token, server.stdout()  # printed once, on the first start
+        with server.client() as client:
+            devices = client.get("/api/v1/inventory_device/").json()
+            assert {d["id"] for d in devices["results"]} >= {body["device_id"], "dev_67892"}
+
+            r = client.post(OPS, json=body)
+            assert r.status_code == 201, r.text
+            done = _wait_terminal(client, r.json()["id"], timeout=60)
+            assert done["status"] == "completed", done
+            result = done["result"]
+            assert result["firmware_version"] == body["parameters"]["firmware_version"]
+            assert result["version_verified"] is True
+            device = client.get(f"/api/v1/inventory_device/{body['device_id']}/").json()
+            assert device["firmware_version"] == body["parameters"]["firmware_version"]
+
+            r = client.get(listing)
+            assert r.status_code == 200, r.text
+            assert r.json()["count"] >= 1
+
+            # The SSH router is an example entry: its operation fails, saying why.
+            r = client.post(
+                OPS,
+                json={
+                    "device_id": "dev_67892",
+                    "operation_type": "backup_configuration",
+                    "parameters": {"backup_location": (tmp_path / "backups").as_uri() + "/"},
+                    "max_attempts": 1,
+                },
+            )
+            assert r.status_code in (201, 400), r.text
+            if r.status_code == 201:
+                failed = _wait_terminal(client, r.json()["id"], timeout=60)
+                assert failed["status"] == "failed", failed
+                assert failed["error"]["code"] and failed["error"]["message"], failed
+            else:
+                # A backup location outside the allowed roots is refused, naming the field.
+                assert "backup_location" in r.text
+    finally:
+        server.stop()
