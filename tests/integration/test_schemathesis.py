@@ -10,9 +10,8 @@ guard (400) are checked against the document too.
 
 On both engines, as every API test; ``HO_SCHEMATHESIS_ENGINES=sqlite`` narrows it to one
 while iterating locally. ``HO_SCHEMATHESIS_EXAMPLES`` sets the number of generated examples:
-100 keeps the suite within its time budget (it was 200, about a third of the suite's time);
-a deeper run by hand, e.g. ``HO_SCHEMATHESIS_EXAMPLES=1000``, is recorded in
-docs/benchmarks.md's neighbour, docs/fuzzing.md.
+100 keeps the suite within its time budget (200 took about a third of the suite's time);
+deeper runs by hand (``HO_SCHEMATHESIS_EXAMPLES=1000``) are recorded in docs/fuzzing.md.
 """
 
 from __future__ import annotations
