@@ -1,6 +1,6 @@
 """``backup_configuration`` across many SSH devices: throughput, concurrency cap, reuse.
 
-Simulated devices (tests/support/ssh_device.py, shell kind) run in a separate process —
+Simulated devices (src/headless_ops/simulator/ssh_device.py, shell kind) run in a separate process —
 one asyncssh server per device, each serving its configuration file over SFTP — so the
 devices' CPU is not the scheduler's. This process runs the real stack: SQLite store,
 scheduler, ssh helper, backup store writing gzip files.
@@ -48,7 +48,7 @@ CONFIG = "".join(f"option line_{i} 'value {i} of a realistic configuration'\n" f
 
 async def _serve(count: int, root: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # noqa: ASYNC240 - start-up
-    from tests.support.ssh_device import FakeDevice
+    from headless_ops.simulator.ssh_device import FakeDevice
 
     devices = []
     for i in range(count):

@@ -2,8 +2,8 @@
 starts) in its own process, then the README's own requests, read from the README itself.
 
 The firmware update of the simulated TR-069 gateway must complete with the version checked,
-the listing with ``update_status=true`` must answer, and the demo's SSH router (nothing
-listens for it) must fail and say why. SQLite, the embedded default the quick start uses.
+the listing with ``update_status=true`` must answer, and a backup of the demo's simulated
+SSH router must complete. SQLite, the embedded default the quick start uses.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def _wait_terminal(client: httpx2.Client, op_id: str, timeout: float) -> dict[st
 def test_the_readme_quick_start_works_on_the_demo(tmp_path: Path) -> None:
     body, listing = _quick_start_requests()
     # The demo's CPEs need the ACS on a known port (the tests' default is an ephemeral one).
+    data_dir = tmp_path / "data"
     server = start_server(
-        tmp_path / "data", args=["--demo"], env={"HEADLESS_OPS_CWMP_PORT": str(free_port())}
+        data_dir, args=["--demo"], env={"HEADLESS_OPS_CWMP_PORT": str(free_port())}
     )
     try:
         assert server.admin_token, server.stdout()  # printed once, on the first start
@@ -68,23 +69,51 @@ def test_the_readme_quick_start_works_on_the_demo(tmp_path: Path) -> None:
             assert r.status_code == 200, r.text
             assert r.json()["count"] >= 1
 
-            # The SSH router is an example entry: its operation fails, saying why.
-            r = client.post(
-                OPS,
-                json={
-                    "device_id": "dev_67892",
-                    "operation_type": "backup_configuration",
-                    "parameters": {"backup_location": (tmp_path / "backups").as_uri() + "/"},
-                    "max_attempts": 1,
-                },
-            )
-            assert r.status_code in (201, 400), r.text
-            if r.status_code == 201:
-                failed = _wait_terminal(client, r.json()["id"], timeout=60)
-                assert failed["status"] == "failed", failed
-                assert failed["error"]["code"] and failed["error"]["message"], failed
-            else:
-                # A backup location outside the allowed roots is refused, naming the field.
-                assert "backup_location" in r.text
+            # The SSH router is a simulated IOS-like device: a backup of its configuration
+            # completes, over real SSH, into the data directory's backups.
+            done = _backup_router(client, data_dir)
+            assert done["status"] == "completed", done
+            backup_id = done["result"]["backup_id"]
+            content = client.get(f"/api/v1/inventory_device/dev_67892/backups/{backup_id}/content")
+            assert content.status_code == 200, content.text
+            assert "hostname demo-router-1" in content.text
     finally:
         server.stop()
+
+
+def _backup_router(client: httpx2.Client, data_dir: Path) -> dict[str, Any]:
+    r = client.post(
+        OPS,
+        json={
+            "device_id": "dev_67892",
+            "operation_type": "backup_configuration",
+            "parameters": {"backup_location": (data_dir / "backups").as_uri() + "/"},
+        },
+    )
+    assert r.status_code == 201, r.text
+    return _wait_terminal(client, r.json()["id"], timeout=60)
+
+
+def test_the_demo_starts_again_on_its_data(tmp_path: Path) -> None:
+    # A second `make run` on the same data: no new admin token, the demo devices kept, and
+    # the router (a new host key and port at each start) reachable again.
+    data_dir = tmp_path / "data"
+    env = {"HEADLESS_OPS_CWMP_PORT": str(free_port())}
+    first = start_server(data_dir, args=["--demo"], env=env)
+    try:
+        token = first.admin_token
+        assert token
+        with first.client() as client:
+            assert _backup_router(client, data_dir)["status"] == "completed"
+    finally:
+        first.stop()
+    second = start_server(data_dir, args=["--demo"], env=env)
+    try:
+        assert second.admin_token is None  # shown once, on the first start only
+        with second.client(token) as client:
+            devices = client.get("/api/v1/inventory_device/").json()
+            assert devices["count"] == 3
+            done = _backup_router(client, data_dir)
+            assert done["status"] == "completed", done
+    finally:
+        second.stop()

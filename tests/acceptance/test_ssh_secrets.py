@@ -24,10 +24,10 @@ import pytest
 import structlog
 
 from headless_ops.logs import configure_logging
+from headless_ops.simulator.ssh_device import running_device
 from tests.conftest import Api
 from tests.support.api_helpers import DEVICES, OPS
 from tests.support.sched import running
-from tests.support.ssh_device import running_device
 from tests.support.ssh_ops import add_ssh_helper, fake_connection, register, wait_terminal
 
 

@@ -1,4 +1,4 @@
-"""The simulated SSH device (tests/support/ssh_device.py) behaves as documented.
+"""The simulated SSH device (src/headless_ops/simulator/ssh_device.py) behaves as documented.
 
 Every test talks to the device over a real loopback socket with a plain asyncssh client.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from tests.support.ssh_device import (
+from headless_ops.simulator.ssh_device import (
     DEFAULT_PASSWORD,
     IOS_INVALID_INPUT,
     FakeDevice,

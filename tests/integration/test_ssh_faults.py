@@ -10,10 +10,10 @@ from typing import Any
 
 import asyncssh
 
+from headless_ops.simulator.ssh_device import running_device
 from tests.conftest import Api
 from tests.support.api_helpers import DEVICES
 from tests.support.sched import eventually, running
-from tests.support.ssh_device import running_device
 from tests.support.ssh_ops import (
     add_ssh_helper,
     fake_connection,

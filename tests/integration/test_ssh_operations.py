@@ -7,10 +7,10 @@ import gzip
 from pathlib import Path
 from typing import Any
 
+from headless_ops.simulator.ssh_device import running_device
 from tests.conftest import Api
 from tests.support.api_helpers import OPS
 from tests.support.sched import running
-from tests.support.ssh_device import running_device
 from tests.support.ssh_ops import add_ssh_helper, fake_connection, register, run_op
 
 FIRMWARE = "/api/v1/firmware/"

@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 
 from headless_ops.helpers.ssh.connections import ConnectionPool, ConnectParams
-from tests.support.ssh_device import DEFAULT_PASSWORD, FakeDevice, running_device
+from headless_ops.simulator.ssh_device import DEFAULT_PASSWORD, FakeDevice, running_device
 
 
 def _params(dev: FakeDevice, key: str, password: str = DEFAULT_PASSWORD) -> ConnectParams:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from headless_ops.helpers.ssh import SshHelper
+from headless_ops.simulator.ssh_device import DEFAULT_PASSWORD, FakeDevice
 from tests.conftest import Api
 from tests.support.api_helpers import DEVICES, OPS
-from tests.support.ssh_device import DEFAULT_PASSWORD, FakeDevice
 
 __all__ = [
     "TERMINAL",

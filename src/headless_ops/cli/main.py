@@ -54,7 +54,9 @@ DEMO_DEVICES = [
         "id": "dev_67892",
         "name": "demo-router-1",
         "protocol": "ssh",
-        "connection": {"host": "127.0.0.1", "port": 2222, "username": "demo", "profile": "linux"},
+        # A simulated IOS-like router that serve --demo starts on a free loopback port; it
+        # points this entry at it (port, host key, password) at each start.
+        "connection": {"host": "127.0.0.1", "port": 2222, "username": "demo", "profile": "ios"},
         "labels": {"site": "demo", "role": "router"},
     },
 ]
@@ -101,9 +103,9 @@ def _serve(settings: Settings, demo: bool, *, scheduler: bool = True) -> None:
 
     background: list[BackgroundTask] = [run_scheduler, run_acs] if scheduler else []
     if scheduler and demo:
-        from headless_ops.simulator.demo import run_demo_fleet
+        from headless_ops.simulator.demo import run_demo_fleet, run_demo_router
 
-        background.append(run_demo_fleet)
+        background += [run_demo_fleet, run_demo_router]
     app_ = create_app(runtime, background=background)
     typer.echo(f"scheduler:         {'embedded' if scheduler else 'off (run headless-ops worker)'}")
     if scheduler and settings.cwmp_enabled:

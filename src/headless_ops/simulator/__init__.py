@@ -1,4 +1,5 @@
-"""Simulated TR-069 CPEs: real CWMP clients over HTTP for the demo, tests and benchmarks."""
+"""Simulated devices for the demo, tests and benchmarks: TR-069 CPEs (real CWMP clients over
+HTTP) and SSH devices (``simulator.ssh_device``, real asyncssh servers)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,13 @@
 """The demo fleet of ``serve --demo``: simulated gateways informing the embedded ACS, bound
 to the demo inventory devices, and a firmware image for them in the repository — so a
-newcomer's first ``firmware_update`` completes within seconds."""
+newcomer's first ``firmware_update`` completes within seconds; and a simulated IOS-like
+router over SSH, so that the SSH helper's operations can be tried as well."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -16,7 +18,13 @@ from headless_ops.simulator.cpe import CpeConfig, SimulatedCpe
 if TYPE_CHECKING:
     from headless_ops.api.runtime import Runtime
 
-__all__ = ["DEMO_FIRMWARE_VERSION", "DEMO_GATEWAYS", "run_demo_fleet"]
+__all__ = [
+    "DEMO_FIRMWARE_VERSION",
+    "DEMO_GATEWAYS",
+    "DEMO_ROUTER_ID",
+    "run_demo_fleet",
+    "run_demo_router",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -24,6 +32,8 @@ log = structlog.get_logger(__name__)
 #: inventory devices, which the ACS binds them to on their first Inform.
 DEMO_GATEWAYS = [("DEMO0001", "tr098"), ("DEMO0002", "tr098")]
 DEMO_FIRMWARE_VERSION = "2.0.0"
+#: The demo inventory's SSH router (``cli/main.py``'s DEMO_DEVICES).
+DEMO_ROUTER_ID = "dev_67892"
 
 
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
@@ -104,3 +114,47 @@ async def run_demo_fleet(runtime: Runtime, stop: asyncio.Event) -> None:
     finally:
         for cpe in cpes:
             await cpe.close()
+
+
+async def run_demo_router(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Serve the demo router until the server stops: a simulated IOS-like device (no shell)
+    on a free loopback port, with a fresh host key and password at each start. Its inventory
+    entry is pointed at it (port, pinned host key, password), unless it was deleted or is no
+    longer an SSH device (the demo leaves an operator's own changes alone)."""
+    from headless_ops.auth.tokens import ensure_tenant
+    from headless_ops.errors import NotFound
+    from headless_ops.simulator.ssh_device import FakeDevice
+
+    devices = runtime.devices
+    tenant_id = await ensure_tenant(runtime.db, "default")
+    try:
+        record = await devices.get(tenant_id, DEMO_ROUTER_ID)
+    except NotFound:
+        return
+    if record.protocol != "ssh" or record.connection.get("host") != "127.0.0.1":
+        return
+    password = secrets.token_urlsafe(18)
+    router = FakeDevice(
+        runtime.settings.data_dir / "demo-router",
+        kind="ios",
+        username=str(record.connection.get("username") or "demo"),
+        password=password,
+        hostname="demo-router-1",
+        version="15.7(3)M8",
+        reboot_s=2.0,
+    )
+    await router.start("127.0.0.1", 0)
+    try:
+        change = {
+            "port": router.port,
+            "host_key": router.host_key_openssh,
+            "password": password,
+            "profile": "ios",
+        }
+        await devices.update(
+            tenant_id, DEMO_ROUTER_ID, devices.parse_update({"connection": change})
+        )
+        log.info("demo router listening", port=router.port, device_id=DEMO_ROUTER_ID)
+        await stop.wait()
+    finally:
+        await router.close()

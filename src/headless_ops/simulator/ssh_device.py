@@ -1,4 +1,5 @@
-"""A simulated SSH device, served in-process by asyncssh, with fault injection.
+"""A simulated SSH device, served in-process by asyncssh, with fault injection: for the
+tests, the benchmarks and the demo router of ``serve --demo`` (an ``"ios"`` one).
 
 Two kinds of device:
 
@@ -19,8 +20,10 @@ Usage::
                                     password="device-password", known_hosts=None) as conn:
             result = await conn.run("show version")
 
-Everything runs on the test's event loop: one listening socket per device, no threads; only
-an exec command of a shell device costs a subprocess while it runs.
+Everything runs on the caller's event loop: one listening socket per device, no threads; only
+an exec command of a shell device costs a subprocess while it runs. The ``"shell"`` kind runs
+what it is sent as real commands: only the ``"ios"`` kind (no shell) is ever served by the
+demo.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ __all__ = [
 ]
 
 #: The password of ``username`` unless a device is given another one.
-DEFAULT_PASSWORD = "device-password"
+DEFAULT_PASSWORD = "device-password"  # noqa: S105 - a simulator's documented test password
 
 #: What the IOS-like CLI answers to a command it does not know.
 IOS_INVALID_INPUT = "% Invalid input detected at '^' marker."
