@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx2
 
+from headless_ops.cwmp import soap
+from headless_ops.cwmp.store import JobState
 from tests.conftest import Api
 from tests.support.api_helpers import OPS
 from tests.support.cwmp_env import acs_env
@@ -416,3 +418,60 @@ async def test_an_operation_due_while_its_cpe_first_informs_runs_in_that_session
         assert body["status"] == "completed", body
         assert body["attempts"] == 1 and body["wait_reason"] is None
         assert body["result"]["parameters"][f"{IGD}DeviceInfo.SerialNumber"]["value"] == "EARLY001"
+
+
+async def test_an_attempt_taken_back_while_its_cpe_informs_is_tried_again_shortly(
+    api: Api,
+) -> None:
+    # The connection request fails, and while the attempt is being taken back the CPE
+    # informs on its own: that Inform looked for deferred operations before this one was
+    # recorded, so the attempt comes back in a second instead of at the CPE's next Inform.
+    async with acs_env(api, cwmp_recheck_s=60) as env:
+        cpe = await env.cpe("WDR0001")
+        device_id = await env.device_id(cpe)
+        key = soap.device_key(cpe.device_id)
+        store = env.helper.store
+        assert store is not None
+        transition = store.transition
+        fired = False
+        informs: list[asyncio.Task[None]] = []
+
+        async def withdrawing(*args: Any, **kwargs: Any) -> Any:
+            nonlocal fired
+            moved = await transition(*args, **kwargs)
+            if fired or kwargs.get("from_states") != (JobState.QUEUED,):
+                return moved
+            fired = True
+            # The CPE informs now, slowly (its session stays open a while), and the ACS
+            # takes that Inform completely before the attempt goes on being taken back.
+            cpe.config.faults.latency_s = 0.5
+            informs.append(asyncio.create_task(cpe.inform("2 PERIODIC")))
+            deadline = time.monotonic() + 10
+            while not (env.engine.in_session(key) and key not in env.engine._informing):
+                assert time.monotonic() < deadline, "the CPE's Inform was never taken"
+                await asyncio.sleep(0.005)
+            cpe.config.faults.refuse_connection_requests = False
+            return moved
+
+        store.transition = withdrawing  # type: ignore[method-assign]
+        cpe.config.faults.refuse_connection_requests = True
+        try:
+            r = await api.client.post(
+                OPS,
+                json={
+                    "device_id": device_id,
+                    "operation_type": "get_parameters",
+                    "parameters": {"names": [f"{IGD}DeviceInfo.SerialNumber"]},
+                },
+                headers=env.headers,
+            )
+            assert r.status_code == 201, r.text
+            body = await wait_terminal(api, env.headers, r.json()["id"], timeout=15)
+        finally:
+            store.transition = transition  # type: ignore[method-assign]
+            cpe.config.faults.latency_s = 0.0
+            await asyncio.gather(*informs, return_exceptions=True)
+        assert fired
+        assert body["status"] == "completed", body
+        history = [h["event"] for h in body["history"]]
+        assert "deferred" in history, history
