@@ -20,7 +20,8 @@ MULTIPART_SLACK = 64 * 1024
 class BodyLimitMiddleware:
     """Refuse bodies over ``max_bytes``: by Content-Length at once, else while streaming.
 
-    A ``multipart/form-data`` body may be :data:`MULTIPART_SLACK` bytes larger (its envelope).
+    On an upload route (``overrides``), a ``multipart/form-data`` body may be
+    :data:`MULTIPART_SLACK` bytes larger (its envelope).
     """
 
     def __init__(
@@ -37,19 +38,24 @@ class BodyLimitMiddleware:
             return
         limit = self.max_bytes
         path = scope.get("path", "")
+        overridden = False
         for prefix, override in self.overrides:
             if path.startswith(prefix):
-                limit = override
+                limit, overridden = override, True
                 break
         declared = -1
+        multipart = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-            elif name == b"content-type" and value[:19].lower() == b"multipart/form-data":
-                limit += MULTIPART_SLACK
+            elif name == b"content-type":
+                multipart = value[:19].lower() == b"multipart/form-data"
+        if multipart and overridden:
+            # Once, whatever the number of Content-Type headers; only where uploads go.
+            limit += MULTIPART_SLACK
         if declared > limit:
             await self._refuse(send, limit)
             return
