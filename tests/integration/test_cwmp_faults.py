@@ -254,7 +254,9 @@ async def _with_answer_lost_once(
     cpe.config.faults.drop_on = rpc
     r = await api.client.post(OPS, json={**op, "max_attempts": 3}, headers=env.headers)
     assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 20
     while cpe.rpcs.count(rpc) == seen:  # noqa: ASYNC110 - watching the CPE
+        assert time.monotonic() < deadline, f"the CPE never received {rpc}"
         await asyncio.sleep(0.02)
     cpe.config.faults.drop_on = None
     return await wait_terminal(api, env.headers, r.json()["id"], timeout=30)
@@ -300,7 +302,9 @@ async def test_an_add_object_whose_answer_was_lost_is_not_added_again(api: Api) 
             },
             headers=env.headers,
         )
+        deadline = time.monotonic() + 20
         while cpe.rpcs.count("AddObject") == adds + 1:  # noqa: ASYNC110 - watching the CPE
+            assert time.monotonic() < deadline, "the CPE never received the AddObject"
             await asyncio.sleep(0.02)
         del cpe.config.faults.fault_rpcs["AddObject"]
         body = await wait_terminal(api, env.headers, r.json()["id"], timeout=30)
@@ -417,6 +421,7 @@ async def test_an_operation_due_while_its_cpe_first_informs_runs_in_that_session
         body = await wait_terminal(api, env.headers, op_id, timeout=20)
         assert body["status"] == "completed", body
         assert body["attempts"] == 1 and body["wait_reason"] is None
+        assert "deferred" not in [h["event"] for h in body["history"]], body["history"]
         assert body["result"]["parameters"][f"{IGD}DeviceInfo.SerialNumber"]["value"] == "EARLY001"
 
 

@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -391,29 +392,6 @@ class AcsEngine:
         authorization: str | None,
         conn_key: str,
     ) -> Reply:
-        ident = inform.device_id
-        if not ident.oui or not ident.serial_number:
-            return await self._take_inform(envelope, inform, authorization, conn_key)
-        # From now until its session is registered (or refused), the CPE counts as in
-        # session here: a job queued for it meanwhile goes to that session, instead of a
-        # connection request it would ignore while it informs (and a deferral that would
-        # wait for its next Inform).
-        key = soap.device_key(ident)
-        self._informing[key] = self._informing.get(key, 0) + 1
-        try:
-            return await self._take_inform(envelope, inform, authorization, conn_key)
-        finally:
-            left = self._informing.pop(key) - 1
-            if left:
-                self._informing[key] = left
-
-    async def _take_inform(
-        self,
-        envelope: soap.Envelope,
-        inform: soap.Inform,
-        authorization: str | None,
-        conn_key: str,
-    ) -> Reply:
         if len(self.sessions) >= self.settings.cwmp_max_sessions:
             return Reply(503, b"too many sessions", {"Retry-After": "60"})
         ident = inform.device_id
@@ -445,6 +423,29 @@ class AcsEngine:
                 headers["Connection"] = "close"
                 log.warning("cwmp authentication failed", device_key=key)
             return Reply(401, b"", headers)
+        # Authenticated: from now until its session is registered, the CPE counts as in
+        # session here. A job queued for it meanwhile goes to that session, instead of a
+        # connection request it would ignore while it informs (and a deferral that would
+        # wait for its next Inform).
+        self._informing[key] = self._informing.get(key, 0) + 1
+        try:
+            return await self._open_session(envelope, inform, known, key, now, conn_key)
+        finally:
+            left = self._informing.pop(key) - 1
+            if left:
+                self._informing[key] = left
+
+    async def _open_session(
+        self,
+        envelope: soap.Envelope,
+        inform: soap.Inform,
+        known: _Known,
+        key: str,
+        now: datetime,
+        conn_key: str,
+    ) -> Reply:
+        """Record an authenticated Inform, open its session, answer InformResponse."""
+        ident = inform.device_id
         values = self._inform_values(inform, envelope, now)
         codes = [e.code.strip() for e in inform.events]
         notable = [c for c in codes if c not in _ROUTINE_EVENTS]
