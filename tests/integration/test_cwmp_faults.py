@@ -255,7 +255,7 @@ async def _with_answer_lost_once(
     r = await api.client.post(OPS, json={**op, "max_attempts": 3}, headers=env.headers)
     assert r.status_code == 201, r.text
     deadline = time.monotonic() + 20
-    while cpe.rpcs.count(rpc) == seen:  # noqa: ASYNC110 - watching the CPE
+    while cpe.rpcs.count(rpc) == seen:
         assert time.monotonic() < deadline, f"the CPE never received {rpc}"
         await asyncio.sleep(0.02)
     cpe.config.faults.drop_on = None
@@ -303,7 +303,7 @@ async def test_an_add_object_whose_answer_was_lost_is_not_added_again(api: Api) 
             headers=env.headers,
         )
         deadline = time.monotonic() + 20
-        while cpe.rpcs.count("AddObject") == adds + 1:  # noqa: ASYNC110 - watching the CPE
+        while cpe.rpcs.count("AddObject") == adds + 1:
             assert time.monotonic() < deadline, "the CPE never received the AddObject"
             await asyncio.sleep(0.02)
         del cpe.config.faults.fault_rpcs["AddObject"]
