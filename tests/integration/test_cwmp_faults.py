@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -246,10 +247,15 @@ def _instances(cpe: Any, table: str) -> list[int]:
 
 
 async def _with_answer_lost_once(
-    api: Api, env: Any, cpe: Any, rpc: str, op: dict[str, Any]
+    api: Api,
+    env: Any,
+    cpe: Any,
+    rpc: str,
+    op: dict[str, Any],
+    meanwhile: Callable[[], object] = lambda: None,
 ) -> dict[str, Any]:
-    """POST ``op`` while the CPE drops its answer to the first ``rpc`` (which it applies);
-    the result once terminal."""
+    """POST ``op`` while the CPE drops its answer to the first ``rpc`` (which it applies),
+    call ``meanwhile`` before the retry; the result once terminal."""
     seen = cpe.rpcs.count(rpc)
     cpe.config.faults.drop_on = rpc
     r = await api.client.post(OPS, json={**op, "max_attempts": 3}, headers=env.headers)
@@ -258,6 +264,7 @@ async def _with_answer_lost_once(
     while cpe.rpcs.count(rpc) == seen:
         assert time.monotonic() < deadline, f"the CPE never received {rpc}"
         await asyncio.sleep(0.02)
+    meanwhile()
     cpe.config.faults.drop_on = None
     return await wait_terminal(api, env.headers, r.json()["id"], timeout=30)
 
@@ -281,15 +288,19 @@ async def test_an_add_object_whose_answer_was_lost_is_not_added_again(api: Api) 
                 "operation_type": "add_object",
                 "parameters": {"object_name": table},
             },
+            # Before the retry, someone else adds an instance too (a UPnP client, the web
+            # UI): the newest instance is theirs, not the operation's.
+            meanwhile=lambda: cpe.model.add_object(table),
         )
         assert body["status"] == "completed", body
         assert body["attempts"] >= 2
         after = _instances(cpe, table)
-        assert len(after) == len(before) + 1  # one instance, not two
+        assert len(after) == len(before) + 2  # ours and theirs: ours not added twice
+        ours = after[len(before)]
         assert cpe.rpcs.count("AddObject") == adds + 1
         assert body["result"]["already_added"] is True
-        assert body["result"]["instance_number"] == after[-1]
-        assert body["result"]["object"] == f"{table}{after[-1]}."
+        assert body["result"]["instance_number"] == ours < after[-1]
+        assert body["result"]["object"] == f"{table}{ours}."
         # A first attempt that fails before its AddObject is applied adds it on the retry.
         cpe.config.faults.fault_rpcs["AddObject"] = 9002
         r = await api.client.post(
@@ -311,6 +322,9 @@ async def test_an_add_object_whose_answer_was_lost_is_not_added_again(api: Api) 
         assert body["status"] == "completed", body
         assert "already_added" not in body["result"]
         assert _instances(cpe, table) == [*after, body["result"]["instance_number"]]
+        # Every AddObject names its step and the table's highest instance before it.
+        key = cpe.model.value("Device.ManagementServer.ParameterKey")
+        assert key.endswith(f"+a0>{after[-1]}") and len(key) <= 32, key
 
 
 async def test_a_configuration_sync_retried_after_lost_answers_adds_each_instance_once(

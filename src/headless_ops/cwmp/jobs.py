@@ -221,19 +221,18 @@ async def set_parameters(ctx: JobContext) -> Finished:
 async def add_object(ctx: JobContext) -> Finished:
     """AddObject: the new instance's number and the CPE's status. A retry after an attempt
     whose AddObject was applied (its answer lost) does not add a second instance: see
-    :func:`_applied_steps`."""
+    :func:`_applied`."""
     name = str(ctx.parameters["object_name"])
-    if await _applied_steps(ctx) >= 1:
-        found = await _newest_instance(ctx, name)
-        if found is not None:
-            return Finished(
-                {
-                    "instance_number": found,
-                    "object": f"{name}{found}.",
-                    "status": 0,
-                    "already_added": True,
-                }
-            )
+    found = await _ours(ctx, name, 0, await _applied(ctx), {})
+    if found is not None:
+        return Finished(
+            {
+                "instance_number": found,
+                "object": f"{name}{found}.",
+                "status": 0,
+                "already_added": True,
+            }
+        )
     added = await _add(ctx, name, 0)
     return Finished(
         {
@@ -340,15 +339,21 @@ async def configuration_sync(ctx: JobContext) -> Finished:
         raise PermanentError("template_error", str(exc)) from None
     added: dict[str, str] = {}
     values: list[soap.ParameterValue] = []
-    # A retry reuses the instances an earlier attempt added (see _applied_steps).
-    applied = await _applied_steps(ctx) if any("{i}" in str(i["name"]) for i in rendered) else 0
+    # What each new instance is to hold, by table: a retry recognises its instances by it.
+    wanted: dict[str, dict[str, str]] = {}
+    for item in rendered:
+        table, _, rest = str(item["name"]).partition("{i}.")
+        if rest:
+            wanted.setdefault(table, {})[rest] = wire_value(item["value"])
+    # A retry reuses the instances an earlier attempt added (see _applied).
+    applied = await _applied(ctx) if wanted else _Applied(0, None)
     for item in rendered:
         path = str(item["name"])
         if "{i}" in path:
             table = path.split("{i}", 1)[0]
             if table not in added:
                 step = len(added)
-                number = await _newest_instance(ctx, table) if step < applied else None
+                number = await _ours(ctx, table, step, applied, wanted.get(table, {}))
                 if number is None:
                     number = (await _add(ctx, table, step)).instance_number
                 added[table] = f"{table}{number}."
@@ -380,18 +385,31 @@ async def configuration_sync(ctx: JobContext) -> Finished:
     )
 
 
-#: :func:`_applied_steps` when the program's SPV (after all its AddObjects) was applied.
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    """How far an earlier attempt's changes got, as the CPE's ParameterKey tells."""
+
+    #: How many of the program's AddObjects took effect (_ALL_STEPS: its final SPV did too).
+    steps: int
+    #: The highest instance number of the last applied AddObject's table before it, if known.
+    before: int | None
+
+
+#: :attr:`_Applied.steps` when the program's SPV (after all its AddObjects) was applied.
 _ALL_STEPS = 1 << 30
 
 
-def _add_key(ctx: JobContext, step: int) -> str:
-    """The ParameterKey of a program's ``step``-th AddObject (``string(32)``): the operation
-    and the step, so that the CPE's ParameterKey tells how far an earlier attempt got."""
-    return f"{ctx.operation_id[-24:]}+a{step}"
+def _add_key(ctx: JobContext, step: int, before: int | None) -> str:
+    """The ParameterKey of a program's ``step``-th AddObject (``string(32)``): the operation,
+    the step and the table's highest instance number before it (``before``), so that the
+    CPE's ParameterKey tells a retry how far an earlier attempt got, and which instance is
+    its own."""
+    key = f"{ctx.operation_id[-16:]}+a{step}"
+    return key if before is None else f"{key}>{before}"
 
 
-async def _applied_steps(ctx: JobContext) -> int:
-    """How many of this program's AddObjects an earlier attempt had applied (0 on the first).
+async def _applied(ctx: JobContext) -> _Applied:
+    """What this program's earlier attempts applied (nothing, on the first attempt).
 
     The CPE sets ``ManagementServer.ParameterKey`` to the key of the last SPV, AddObject or
     DeleteObject it applied, and a program sends its AddObjects in order (step 0, 1, ...),
@@ -401,40 +419,80 @@ async def _applied_steps(ctx: JobContext) -> int:
     instance added again, as before this check.
     """
     if ctx.attempt <= 1:
-        return 0
+        return _Applied(0, None)
     name = f"{ctx.cpe.root}ManagementServer.ParameterKey"
     try:
         values = await _gpv(ctx, [name])
     except HelperError:
-        return 0  # unreadable: assume nothing (the add is then repeated)
+        return _Applied(0, None)  # unreadable: assume nothing (the add is then repeated)
     key = next((v.value for v in values if v.name == name), "")
     if key == ctx.operation_id[-32:]:
-        return _ALL_STEPS  # the SPV that follows every AddObject was applied
-    prefix = f"{ctx.operation_id[-24:]}+a"
-    if key.startswith(prefix) and key[len(prefix) :].isdigit():
-        return int(key[len(prefix) :]) + 1
-    return 0
+        return _Applied(_ALL_STEPS, None)
+    prefix = f"{ctx.operation_id[-16:]}+a"
+    if not key.startswith(prefix):
+        return _Applied(0, None)
+    step, _, before = key[len(prefix) :].partition(">")
+    if not step.isdigit():
+        return _Applied(0, None)
+    return _Applied(int(step) + 1, int(before) if before.isdigit() else None)
 
 
-async def _newest_instance(ctx: JobContext, table: str) -> int | None:
-    """The highest instance number of ``table`` (CPEs number new instances upwards, so an
-    instance just added is the highest), or None when the table has none."""
+async def _ours(
+    ctx: JobContext, table: str, step: int, applied: _Applied, wanted: dict[str, str]
+) -> int | None:
+    """The instance of ``table`` that an earlier attempt's ``step``-th AddObject made, when
+    it can be told; None when it was not applied (or cannot be told: then it is added again,
+    as a duplicate is safer than configuring someone else's instance).
+
+    - The last applied AddObject's key holds the table's highest instance number before it:
+      CPEs number new instances upwards, so the lowest instance above it is ours (others
+      added later by someone else are higher still).
+    - For another applied step (its key overwritten since), an instance already holding
+      every value the program wants in it is taken: the program's SPV put them there.
+    """
+    if step >= applied.steps:
+        return None
+    numbers = await _instances(ctx, table)
+    if step == applied.steps - 1 and applied.before is not None:
+        newer = [n for n in numbers if n > applied.before]
+        return min(newer, default=None)
+    if not wanted or not numbers:
+        return None
+    try:
+        current = {v.name: v.value for v in await _gpv(ctx, [table])}
+    except HelperError:
+        return None
+    matching = [
+        n
+        for n in numbers
+        if all(current.get(f"{table}{n}.{name}") == value for name, value in wanted.items())
+    ]
+    return max(matching, default=None)
+
+
+async def _instances(ctx: JobContext, table: str) -> list[int]:
+    """The instance numbers of ``table`` (GetParameterNames, next level)."""
     try:
         response = await ctx.rpc(soap.GetParameterNames(path=table, next_level=True))
     except RpcFault as exc:
         raise fault_error("GetParameterNames", exc.fault) from None
-    numbers = [
+    return [
         int(rest)
         for info in _check(response, soap.GetParameterNamesResponse).parameters
         if info.name.startswith(table) and (rest := info.name[len(table) :].rstrip(".")).isdigit()
     ]
-    return max(numbers, default=None)
 
 
 async def _add(ctx: JobContext, table: str, step: int) -> soap.AddObjectResponse:
+    # The table's highest instance number goes into the key (see _add_key); a CPE that
+    # cannot list the table still gets the AddObject, with a key that says less.
+    try:
+        before: int | None = max(await _instances(ctx, table), default=0)
+    except HelperError:
+        before = None
     try:
         response = await ctx.rpc(
-            soap.AddObject(object_name=table, parameter_key=_add_key(ctx, step))
+            soap.AddObject(object_name=table, parameter_key=_add_key(ctx, step, before))
         )
     except RpcFault as exc:
         raise fault_error("AddObject", exc.fault) from None
