@@ -9,6 +9,7 @@ import datetime as dt
 import ipaddress
 import ssl
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -142,6 +143,58 @@ async def test_changed_credentials_apply_at_once(api: Api, monkeypatch: pytest.M
             assert cpe.sessions == before + 1, cpe.last_session_error
         finally:
             await cpe.close()
+
+
+async def test_credentials_changed_while_being_read_are_not_cached_stale(api: Api) -> None:
+    async with acs_env(api) as env:
+        connection = {"oui": "202BC1", "product_class": "BM632w", "serial_number": "RACE0001"}
+        r = await api.client.post(
+            DEVICES,
+            json={
+                "id": "dev_gw_race",
+                "name": "gw-race",
+                "protocol": "cwmp",
+                "connection": {**connection, "cpe_username": "gw", "cpe_password": "old"},
+            },
+            headers=env.headers,
+        )
+        assert r.status_code == 201, r.text
+        cpe = await env.cpe("RACE0001", acs_username="gw", acs_password="old")
+        await cpe.inform("2 PERIODIC")  # bootstrapped and provisioned: a routine Inform now
+        env.engine.known.clear()  # the next Inform reads the device again
+        devices_service = env.engine.resources.devices
+        get = devices_service.get
+        read, go_on = asyncio.Event(), asyncio.Event()
+
+        async def slow_get(tenant_id: str, device_id: str) -> Any:
+            record = await get(tenant_id, device_id)  # the old credentials
+            if device_id == "dev_gw_race" and not read.is_set():
+                read.set()
+                await go_on.wait()
+            return record
+
+        devices_service.get = slow_get  # type: ignore[method-assign]
+        try:
+            # An Inform reads the device; the password changes meanwhile.
+            informing = asyncio.create_task(cpe.inform("2 PERIODIC"))
+            await asyncio.wait_for(read.wait(), 10)
+            r = await api.client.patch(
+                f"{DEVICES}dev_gw_race/",
+                json={"connection": {"cpe_password": "new"}},
+                headers=env.headers,
+            )
+            assert r.status_code == 200, r.text
+            go_on.set()
+            await informing
+        finally:
+            devices_service.get = get  # type: ignore[method-assign]
+        # What that Inform read predates the change: it was not kept.
+        sessions = cpe.sessions
+        await cpe.inform("2 PERIODIC")
+        assert cpe.sessions == sessions and "401" in (cpe.last_session_error or "")
+        cpe.model.set([ParameterValue(f"{IGD}ManagementServer.Password", "new", "xsd:string")])
+        await cpe.inform("2 PERIODIC")
+        assert cpe.sessions == sessions + 1, cpe.last_session_error
 
 
 async def test_shared_credentials_and_a_cpe_without_any(api: Api) -> None:

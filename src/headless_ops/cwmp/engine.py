@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import secrets
 import time
 from collections.abc import Callable
@@ -224,6 +225,10 @@ class AcsEngine:
         self.known: dict[str, _Known] = {}
         #: (tenant, device) -> its device key in ``known``.
         self._known_keys: dict[tuple[str, str], str] = {}
+        #: Device changes seen (forget_device), and the count at each device's last one: a
+        #: read that a change overtook is not cached.
+        self._changes = 0
+        self._changed_at: dict[tuple[str, str], int] = {}
         #: Device keys whose Inform is being taken (count of them), before their session.
         self._informing: dict[str, int] = {}
         resources.devices.changed.append(self.forget_device)
@@ -351,6 +356,7 @@ class AcsEngine:
         known = self.known.get(key)
         if known is not None and time.monotonic() - known.fetched < KNOWN_TTL_S:
             return known
+        started = self._changes
         row = await self.store.device(key)
         if row is None:
             if await self._first_contact(ident, key) is None:
@@ -369,6 +375,10 @@ class AcsEngine:
             fetched=time.monotonic(),
             cr_ready=bool(view.connection.get("connection_request_password")),
         )
+        if self._changed_at.get((row.tenant_id, row.device_id), 0) > started:
+            # The device changed while it was being read (a PATCH committed in between):
+            # what was read may predate it, so it is not cached.
+            return known
         self.known[key] = known
         self._known_keys[(row.tenant_id, row.device_id)] = key
         return known
@@ -376,6 +386,12 @@ class AcsEngine:
     def forget_device(self, tenant_id: str, device_id: str) -> None:
         """Drop what is cached of the inventory device (it changed or was deleted): its
         CPE's next Inform reads it again."""
+        self._changes += 1
+        if len(self._changed_at) > 10_000:
+            # Only reads in flight (milliseconds) compare with it: the oldest half can go.
+            for old in list(itertools.islice(self._changed_at, 5_000)):
+                del self._changed_at[old]
+        self._changed_at[(tenant_id, device_id)] = self._changes
         key = self._known_keys.pop((tenant_id, device_id), None)
         if key is not None:
             self.known.pop(key, None)
