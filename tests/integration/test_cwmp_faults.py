@@ -8,12 +8,15 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx2
+from sqlalchemy import update
 
 from headless_ops.cwmp import soap
 from headless_ops.cwmp.store import JobState
+from headless_ops.store.schema import operations
 from tests.conftest import Api
 from tests.support.api_helpers import OPS
 from tests.support.cwmp_env import acs_env
@@ -494,3 +497,54 @@ async def test_an_attempt_taken_back_while_its_cpe_informs_is_tried_again_shortl
         assert body["status"] == "completed", body
         history = [h["event"] for h in body["history"]]
         assert "deferred" in history, history
+
+
+async def test_an_operation_deferred_elsewhere_runs_in_a_session_already_open_here(
+    api: Api,
+) -> None:
+    # Another worker deferred the operation (its connection request failed) while the CPE
+    # was already in session here: the ACS learns it from the database within a second and
+    # runs it in that session, instead of waiting for the CPE's next Inform.
+    async with acs_env(api, cwmp_recheck_s=60) as env:
+        cpe = await env.cpe("REL0001")
+        device_id = await env.device_id(cpe)
+        r = await api.client.post(
+            OPS,
+            json={
+                "device_id": device_id,
+                "operation_type": "get_parameters",
+                "parameters": {"names": [f"{IGD}DeviceInfo.SerialNumber"]},
+                "scheduled_at": "2099-01-01T00:00:00Z",
+            },
+            headers=env.headers,
+        )
+        assert r.status_code == 201, r.text
+        op_id = r.json()["id"]
+        cpe.config.faults.latency_s = 2.0  # the session below stays open for seconds
+        informing = asyncio.create_task(cpe.inform("2 PERIODIC"))
+        try:
+            key = soap.device_key(cpe.device_id)
+            deadline = time.monotonic() + 10
+            while not env.engine.in_session(key):
+                assert time.monotonic() < deadline, "the CPE never opened its session"
+                await asyncio.sleep(0.02)
+            # What another worker's deferral writes (the row only: this process's ACS is
+            # told nothing else).
+            now = datetime.now(UTC)
+            async with api.runtime.db.write() as conn:
+                await conn.execute(
+                    update(operations)
+                    .where(operations.c.id == op_id)
+                    .values(
+                        status="pending",
+                        wait_reason="device_unreachable",
+                        run_after=now + timedelta(seconds=60),
+                        updated_at=now,
+                    )
+                )
+            body = await wait_terminal(api, env.headers, op_id, timeout=30)
+        finally:
+            cpe.config.faults.latency_s = 0.0
+            await informing
+        assert body["status"] == "completed", body
+        assert body["result"]["parameters"][f"{IGD}DeviceInfo.SerialNumber"]["value"] == "REL0001"

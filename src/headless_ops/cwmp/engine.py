@@ -521,17 +521,7 @@ class AcsEngine:
             await self._events(session, inform)
         # Operations deferred because the CPE could not be reached run now, in this session.
         if (known.tenant_id, known.device_id) in self.deferred:
-            async with self.resources.db.write() as conn:
-                released = await release_deferred(
-                    conn, known.tenant_id, known.device_id, now, "device_unreachable"
-                )
-                if released and self.resources.db.dialect == "postgresql":
-                    await conn.execute(select(func.pg_notify(WAKE_CHANNEL, "")))
-            self.deferred.discard((known.tenant_id, known.device_id))
-            if released:
-                session.expect_work = True
-                if self.wake_scheduler is not None:
-                    self.wake_scheduler()
+            await self._release_deferred(session, now)
         informed = self.informed.get(key)
         if informed is not None:
             informed.set()
@@ -568,6 +558,38 @@ class AcsEngine:
             self._known_keys.pop((known.tenant_id, known.device_id), None)
         return len(stale)
 
+    async def _release_deferred(self, session: Session, now: datetime) -> int:
+        """Make the operations deferred for the CPE of ``session`` (it could not be reached)
+        due now, to run in this session; returns how many."""
+        cpe = session.cpe
+        async with self.resources.db.write() as conn:
+            released = await release_deferred(
+                conn, cpe.tenant_id, cpe.device_id, now, "device_unreachable"
+            )
+            if released and self.resources.db.dialect == "postgresql":
+                await conn.execute(select(func.pg_notify(WAKE_CHANNEL, "")))
+        self.deferred.discard((cpe.tenant_id, cpe.device_id))
+        if released:
+            session.expect_work = True
+            if self.wake_scheduler is not None:
+                self.wake_scheduler()
+        return released
+
+    async def refresh_deferred(self) -> int:
+        """Read which devices have deferred operations and which have queued jobs, from the
+        database (any worker may defer, any process may queue); release the deferred
+        operations of CPEs in session here. An Inform releases its CPE's operations itself,
+        but one deferred as the Inform was taken (recorded just after it looked) would
+        otherwise wait for the next Inform. Returns how many were released."""
+        self.deferred = await self.store.deferred_devices()
+        self.queued = await self.store.queued_keys()
+        released = 0
+        for session in list(self.by_device.values()):
+            cpe = session.cpe
+            if not session.ended and (cpe.tenant_id, cpe.device_id) in self.deferred:
+                released += await self._release_deferred(session, utcnow())
+        return released
+
     async def _flush_loop(self) -> None:
         rounds = 0
         while True:
@@ -576,8 +598,7 @@ class AcsEngine:
                 self.prune_known()
             await self.flush_seen()
             try:
-                self.deferred = await self.store.deferred_devices()
-                self.queued = await self.store.queued_keys()
+                await self.refresh_deferred()
             except Exception:
                 log.exception("reading deferred operations and queued jobs failed")
             await asyncio.sleep(SEEN_FLUSH_S)
