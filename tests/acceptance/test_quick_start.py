@@ -71,6 +71,7 @@ def test_the_readme_quick_start_works_on_the_demo(tmp_path: Path) -> None:
 
             # The SSH router is a simulated IOS-like device: a backup of its configuration
             # completes, over real SSH, into the data directory's backups.
+            _router_key(client)
             done = _backup_router(client, data_dir)
             assert done["status"] == "completed", done
             backup_id = done["result"]["backup_id"]
@@ -79,6 +80,19 @@ def test_the_readme_quick_start_works_on_the_demo(tmp_path: Path) -> None:
             assert "hostname demo-router-1" in content.text
     finally:
         server.stop()
+
+
+def _router_key(client: httpx2.Client, previous: str | None = None) -> str:
+    """The demo router's pinned host key, once its entry points at this start's router
+    (the demo registers it a moment after the server answers, with a fresh key)."""
+    deadline = time.monotonic() + 30
+    while True:
+        connection = client.get("/api/v1/inventory_device/dev_67892/").json()["connection"]
+        key = connection.get("host_key")
+        if key and key != previous:
+            return str(key)
+        assert time.monotonic() < deadline, connection
+        time.sleep(0.05)
 
 
 def _backup_router(client: httpx2.Client, data_dir: Path) -> dict[str, Any]:
@@ -104,6 +118,7 @@ def test_the_demo_starts_again_on_its_data(tmp_path: Path) -> None:
         token = first.admin_token
         assert token
         with first.client() as client:
+            key = _router_key(client)
             assert _backup_router(client, data_dir)["status"] == "completed"
     finally:
         first.stop()
@@ -113,6 +128,7 @@ def test_the_demo_starts_again_on_its_data(tmp_path: Path) -> None:
         with second.client(token) as client:
             devices = client.get("/api/v1/inventory_device/").json()
             assert devices["count"] == 3
+            _router_key(client, previous=key)
             done = _backup_router(client, data_dir)
             assert done["status"] == "completed", done
     finally:

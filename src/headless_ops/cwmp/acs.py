@@ -214,7 +214,8 @@ async def run_acs(runtime: Runtime, stop: asyncio.Event) -> None:
     """The embedded ACS (``serve``): listens until the server stops."""
     if not runtime.settings.cwmp_enabled:
         return
-    server = AcsServer(make_engine(runtime), runtime.settings)
+    engine = make_engine(runtime)
+    server = AcsServer(engine, runtime.settings)
     try:
         await server.start()
     except OSError as exc:
@@ -224,6 +225,7 @@ async def run_acs(runtime: Runtime, stop: asyncio.Event) -> None:
             port=runtime.settings.cwmp_port,
             error=str(exc),
         )
+        await engine.close()  # it listens to device changes: let go of it
         return
     log.info("ACS listening", url=runtime.settings.cwmp_base_url + runtime.settings.cwmp_path)
     refresher = asyncio.get_running_loop().create_task(_status_refresh_loop(runtime, stop))

@@ -151,9 +151,13 @@ async def run_demo_router(runtime: Runtime, stop: asyncio.Event) -> None:
             "password": password,
             "profile": "ios",
         }
-        await devices.update(
-            tenant_id, DEMO_ROUTER_ID, devices.parse_update({"connection": change})
-        )
+        try:
+            await devices.update(
+                tenant_id, DEMO_ROUTER_ID, devices.parse_update({"connection": change})
+            )
+        except Exception:
+            log.exception("demo router not registered: its operations will fail")
+            return
         log.info("demo router listening", port=router.port, device_id=DEMO_ROUTER_ID)
         await stop.wait()
     finally:

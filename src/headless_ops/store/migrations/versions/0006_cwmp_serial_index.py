@@ -8,9 +8,8 @@ Revises: 0005
 Create Date: 2026-11-26
 """
 
+import sqlalchemy as sa
 from alembic import op
-
-from headless_ops.store.schema import device_serial
 
 revision = "0006"
 down_revision = "0005"
@@ -19,8 +18,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # The very expression the lookup filters on (json_extract / ->>), so both engines use it.
-    op.create_index("ix_devices_cwmp_serial", "devices", [device_serial])
+    # The very expression the lookup filters on (store.types.json_text), spelled here so that
+    # this revision stays what it is whatever the schema module becomes.
+    if op.get_bind().dialect.name == "sqlite":
+        expression = """json_extract(connection, '$."serial_number"')"""
+    else:
+        expression = "(connection ->> 'serial_number')"
+    op.create_index("ix_devices_cwmp_serial", "devices", [sa.text(expression)])
 
 
 def downgrade() -> None:
