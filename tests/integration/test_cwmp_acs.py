@@ -17,13 +17,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
 
+from headless_ops.auth.tokens import ensure_tenant
 from headless_ops.cwmp import engine as engine_module
 from headless_ops.cwmp import soap
 from headless_ops.cwmp.messages import ParameterValue
 from headless_ops.services.devices import DeviceService
-from headless_ops.store.schema import devices
 from tests.conftest import Api
 from tests.support.api_helpers import DEVICES
 from tests.support.cwmp_env import acs_env
@@ -41,25 +40,30 @@ def _inform(serial: str, *, ns: str = soap.CWMP_1_0, versions: str | None = None
     return soap.serialize(inform, cwmp_ns=ns, id="inform-1", supported_versions=versions)
 
 
+async def _gateway(env: Any, device_id: str, serial: str, username: str, password: str) -> None:
+    """An inventory CWMP device registered ahead of its CPE, with per-device credentials."""
+    r = await env.api.client.post(
+        DEVICES,
+        json={
+            "id": device_id,
+            "name": device_id.removeprefix("dev_").replace("_", "-"),
+            "protocol": "cwmp",
+            "connection": {
+                "oui": "202BC1",
+                "product_class": "BM632w",
+                "serial_number": serial,
+                "cpe_username": username,
+                "cpe_password": password,
+            },
+        },
+        headers=env.headers,
+    )
+    assert r.status_code == 201, r.text
+
+
 async def test_per_device_digest_credentials(api: Api) -> None:
     async with acs_env(api) as env:
-        r = await api.client.post(
-            DEVICES,
-            json={
-                "id": "dev_gw_auth",
-                "name": "gw-auth",
-                "protocol": "cwmp",
-                "connection": {
-                    "oui": "202BC1",
-                    "product_class": "BM632w",
-                    "serial_number": "AUTH0001",
-                    "cpe_username": "gw-auth",
-                    "cpe_password": "per-device-secret",
-                },
-            },
-            headers=env.headers,
-        )
-        assert r.status_code == 201, r.text
+        await _gateway(env, "dev_gw_auth", "AUTH0001", "gw-auth", "per-device-secret")
         wrong = await env.cpe("AUTH0001", acs_username="gw-auth", acs_password="wrong")
         assert wrong.sessions == 0 and "401" in (wrong.last_session_error or ""), (
             wrong.last_session_error
@@ -81,18 +85,7 @@ async def test_per_device_digest_credentials(api: Api) -> None:
 
 async def test_changed_credentials_apply_at_once(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     async with acs_env(api) as env:
-        connection = {"oui": "202BC1", "product_class": "BM632w", "serial_number": "ROT0001"}
-        r = await api.client.post(
-            DEVICES,
-            json={
-                "id": "dev_gw_rot",
-                "name": "gw-rot",
-                "protocol": "cwmp",
-                "connection": {**connection, "cpe_username": "gw", "cpe_password": "first"},
-            },
-            headers=env.headers,
-        )
-        assert r.status_code == 201, r.text
+        await _gateway(env, "dev_gw_rot", "ROT0001", "gw", "first")
 
         async def sessions_with(password: str) -> tuple[int, str | None]:
             cpe = await env.cpe("ROT0001", acs_username="gw", acs_password=password)
@@ -123,15 +116,9 @@ async def test_changed_credentials_apply_at_once(api: Api, monkeypatch: pytest.M
             # caches it again.
             await cpe.inform("2 PERIODIC")
             assert any(k.device_id == "dev_gw_rot" for k in env.engine.known.values())
-            async with api.runtime.db.read() as conn:
-                tenant_id = (
-                    await conn.execute(
-                        select(devices.c.tenant_id).where(devices.c.id == "dev_gw_rot")
-                    )
-                ).scalar_one()
             elsewhere = DeviceService(api.runtime.db, api.runtime.box)
             await elsewhere.update(
-                tenant_id,
+                await ensure_tenant(api.runtime.db, "acme"),
                 "dev_gw_rot",
                 DeviceService.parse_update({"connection": {"cpe_password": "third"}}),
             )
@@ -147,18 +134,7 @@ async def test_changed_credentials_apply_at_once(api: Api, monkeypatch: pytest.M
 
 async def test_credentials_changed_while_being_read_are_not_cached_stale(api: Api) -> None:
     async with acs_env(api) as env:
-        connection = {"oui": "202BC1", "product_class": "BM632w", "serial_number": "RACE0001"}
-        r = await api.client.post(
-            DEVICES,
-            json={
-                "id": "dev_gw_race",
-                "name": "gw-race",
-                "protocol": "cwmp",
-                "connection": {**connection, "cpe_username": "gw", "cpe_password": "old"},
-            },
-            headers=env.headers,
-        )
-        assert r.status_code == 201, r.text
+        await _gateway(env, "dev_gw_race", "RACE0001", "gw", "old")
         cpe = await env.cpe("RACE0001", acs_username="gw", acs_password="old")
         await cpe.inform("2 PERIODIC")  # bootstrapped and provisioned: a routine Inform now
         env.engine.known.clear()  # the next Inform reads the device again

@@ -427,7 +427,6 @@ class AcsEngine:
             # The credentials may have changed since they were cached (through the API of
             # another process): look them up again before refusing.
             self.forget_device(known.tenant_id, known.device_id)
-            self.known.pop(key, None)
             known = await self._known_cpe(ident, key)
             if known is None:
                 log.warning("unknown CPE refused", device_key=key)

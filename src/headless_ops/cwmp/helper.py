@@ -38,8 +38,6 @@ __all__ = ["CwmpHelper"]
 #: process's ACS signals every change.
 POLL_S = 1.0
 POLL_IN_PROCESS_S = 10.0
-#: An attempt taken back while its CPE informs here is tried again this soon (see _withdraw).
-RECHECK_IN_SESSION_S = 1.0
 
 
 class CwmpHelper:
@@ -135,12 +133,11 @@ class CwmpHelper:
                 # It began to inform here meanwhile: that session takes the job.
                 self.engine.job_queued(cpe.device_key)
             elif not reached:
-                await self._withdraw(context, cpe.device_key, "cpe_unreachable", why)
+                await self._withdraw(context, "cpe_unreachable", why)
             job = await self._wait_taken(context, event)
             if job is None:
                 await self._withdraw(
                     context,
-                    cpe.device_key,
                     "cpe_no_session",
                     f"the CPE accepted the connection request but opened no session within "
                     f"{self.settings.cwmp_session_wait_s:g} s",
@@ -164,9 +161,7 @@ class CwmpHelper:
             context.facts["firmware_version"] = version
         return result
 
-    async def _withdraw(
-        self, context: OperationContext, device_key: str, code: str, why: str
-    ) -> None:
+    async def _withdraw(self, context: OperationContext, code: str, why: str) -> None:
         """Take the job back (if no session took it meanwhile) and defer the operation."""
         store = self._store()
         taken = await store.transition(
@@ -178,17 +173,12 @@ class CwmpHelper:
         )
         if taken:
             await store.drop_job(context.operation_id, context.attempt)
-            recheck_s = self.settings.cwmp_recheck_s
             if self.engine is not None:
-                # The CPE's next Inform here releases it (other ACS processes learn it from
-                # the database within a second).
+                # The CPE's next Inform here releases it; so does a session of the CPE open
+                # here once the deferral is recorded (AcsEngine.refresh_deferred, every
+                # second: other ACS processes learn it from the database the same way).
                 self.engine.deferred.add((context.device.tenant_id, context.device.id))
-                if self.engine.in_session(device_key):
-                    # It began to inform while this attempt was taken back: that Inform may
-                    # have looked for deferred operations before this one was recorded, so
-                    # try again shortly rather than at the next Inform.
-                    recheck_s = min(recheck_s, RECHECK_IN_SESSION_S)
-            raise DeferredError(code, why, recheck_s=recheck_s)
+            raise DeferredError(code, why, recheck_s=self.settings.cwmp_recheck_s)
 
     async def _wait_taken(self, context: OperationContext, event: asyncio.Event) -> Any:
         """The job once a session took it, or None when none did in time."""
