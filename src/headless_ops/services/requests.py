@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -46,6 +47,10 @@ READ_ONLY_FIELDS = frozenset(
 )
 
 
+#: The end of a timestamp whose offset is whole minutes (``+02:00``, ``-0530``).
+_WHOLE_MINUTE_OFFSET = re.compile(r"[+-]\d\d:?\d\d$")
+
+
 def parse_timestamp(value: object) -> datetime:
     """An ISO 8601 string with a zone, as UTC; ValueError otherwise."""
     if not isinstance(value, str):
@@ -59,6 +64,11 @@ def parse_timestamp(value: object) -> datetime:
         raise ValueError("must be an ISO 8601 timestamp such as 2024-01-16T02:00:00Z") from None
     if parsed.tzinfo is None:
         raise ValueError("must carry a time zone (Z or an offset such as +02:00)")
+    if not _WHOLE_MINUTE_OFFSET.search(text):
+        # ISO 8601 and RFC 3339 offsets are hours and minutes. Python also reads seconds and
+        # fractions (+00:00:00.000001), and 3.11 silently drops the fraction: a wrong
+        # instant, so they are refused.
+        raise ValueError("must have an offset of hours and minutes, such as +02:00 or Z")
     try:
         return parsed.astimezone(UTC)
     except OverflowError:
