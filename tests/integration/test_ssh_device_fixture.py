@@ -389,3 +389,21 @@ async def test_refuse_connections(tmp_path: Path) -> None:
         dev.faults.refuse_connections = False
         assert not await refused_now(dev)
         assert dev.connections_accepted == 1
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "", "::", "example.invalid"])
+async def test_shell_device_refuses_to_listen_beyond_loopback(tmp_path: Path, host: str) -> None:
+    # A shell device runs what it is sent: it must never be reachable from elsewhere.
+    device = FakeDevice(tmp_path / "dev", kind="shell")
+    with pytest.raises(ValueError, match="loopback address only"):
+        await device.start(host, 0)
+    assert device.port == 0
+
+
+async def test_allowed_listening_addresses(tmp_path: Path) -> None:
+    # The IOS kind has no shell: any address (here every interface, closed at once); a shell
+    # device any loopback address, IPv6's too.
+    async with running_device(tmp_path / "dev", kind="ios", host="0.0.0.0") as dev:
+        assert dev.port > 0
+    async with running_device(tmp_path / "dev6", kind="shell", host="::1") as dev:
+        assert dev.host == "::1"

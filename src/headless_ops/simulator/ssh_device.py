@@ -22,8 +22,8 @@ Usage::
 
 Everything runs on the caller's event loop: one listening socket per device, no threads; only
 an exec command of a shell device costs a subprocess while it runs. The ``"shell"`` kind runs
-what it is sent as real commands: only the ``"ios"`` kind (no shell) is ever served by the
-demo.
+what it is sent as real commands, so it listens on loopback only; only the ``"ios"`` kind (no
+shell) is ever served by the demo.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import signal
@@ -577,9 +578,17 @@ class FakeDevice:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on ``host``:``port`` (0: the OS picks; see :attr:`port`)."""
+        """Listen on ``host``:``port`` (0: the OS picks; see :attr:`port`).
+
+        A ``"shell"`` device listens on loopback only: it runs what an authenticated client
+        sends as real commands on this machine."""
         if self._acceptor is not None:
             raise RuntimeError("device already started")
+        if self.kind == "shell" and not _is_loopback(host):
+            raise ValueError(
+                f"a shell device runs what it is sent as real commands: it listens on a "
+                f"loopback address only, not {host!r}"
+            )
         sftp_factory: Any = True
         if self.kind == "ios":
             flash = os.fsencode(self.flash)
@@ -883,6 +892,16 @@ async def _pump_stdin(
         pass  # the command stopped reading, or the client left
     finally:
         sink.close()
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) names this machine's loopback only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost, or "" (every interface)
+        return False
 
 
 @contextlib.asynccontextmanager
