@@ -19,7 +19,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Connection, create_engine, inspect, pool
+from sqlalchemy import Column, Connection, Engine, create_engine, event, inspect, pool
 from sqlalchemy.schema import CreateIndex
 
 from headless_ops.config import Settings
@@ -136,4 +136,52 @@ def test_each_revision_steps_up_down_up(empty_settings: Settings) -> None:
         assert _state(empty_settings)[1] == rev.down_revision
         command.upgrade(cfg, rev.revision)
         assert _state(empty_settings)[1] == rev.revision
+    assert _differences(empty_settings) == []
+
+
+def test_index_revisions_build_online_on_postgresql(empty_settings: Settings) -> None:
+    # Revisions that index a live table build the index CONCURRENTLY on PostgreSQL (writes go
+    # on meanwhile), and a build that failed earlier (an invalid index left behind, the
+    # revision unapplied) does not stop the next attempt.
+    if empty_settings.is_sqlite:
+        pytest.skip("SQLite builds an index in the migration's transaction (one writer anyway)")
+    cfg = alembic_config(empty_settings)
+    command.upgrade(cfg, "0005")
+    url = sync_url(empty_settings.effective_database_url)
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.begin() as conn:  # the leftover of an interrupted concurrent build
+            conn.exec_driver_sql(
+                "CREATE INDEX ix_devices_cwmp_serial ON devices ((connection ->> 'serial_number'))"
+            )
+            conn.exec_driver_sql(
+                "UPDATE pg_index SET indisvalid = false"
+                " WHERE indexrelid = 'ix_devices_cwmp_serial'::regclass"
+            )
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            statements.append(" ".join(statement.split()))
+
+        event.listen(Engine, "before_cursor_execute", seen)
+        try:
+            command.upgrade(cfg, "head")
+            command.downgrade(cfg, "0004")
+            command.upgrade(cfg, "head")
+        finally:
+            event.remove(Engine, "before_cursor_execute", seen)
+        ddl = [s for s in statements if "INDEX" in s and "ix_" in s]
+        for name in ("ix_operations_deferred", "ix_devices_cwmp_serial"):
+            assert [s for s in ddl if name in s and s.startswith("CREATE INDEX CONCURRENTLY")]
+            assert [s for s in ddl if s.startswith(f"DROP INDEX CONCURRENTLY {name}")]
+        assert not [s for s in ddl if s.startswith("CREATE INDEX ix_")], ddl
+        with engine.connect() as conn:
+            valid = conn.exec_driver_sql(
+                "SELECT c.relname, i.indisvalid FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indexrelid"
+                " WHERE c.relname IN ('ix_operations_deferred', 'ix_devices_cwmp_serial')"
+            ).all()
+        assert sorted(valid) == [("ix_devices_cwmp_serial", True), ("ix_operations_deferred", True)]
+    finally:
+        engine.dispose()
     assert _differences(empty_settings) == []

@@ -6,7 +6,8 @@ Create Date: 2026-11-26
 """
 
 import sqlalchemy as sa
-from alembic import op
+
+from headless_ops.store.migrations import online
 
 revision = "0005"
 down_revision = "0004"
@@ -17,14 +18,11 @@ _DEFERRED = sa.text("status = 'pending' AND wait_reason = 'device_unreachable'")
 
 
 def upgrade() -> None:
-    op.create_index(
-        "ix_operations_deferred",
-        "operations",
-        ["tenant_id", "device_id"],
-        sqlite_where=_DEFERRED,
-        postgresql_where=_DEFERRED,
+    # Built concurrently on PostgreSQL: operations keep being written meanwhile (online.py).
+    online.create_index(
+        "ix_operations_deferred", "operations", ["tenant_id", "device_id"], where=_DEFERRED
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_operations_deferred", "operations")
+    online.drop_index("ix_operations_deferred", "operations")

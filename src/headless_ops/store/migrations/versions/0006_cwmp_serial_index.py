@@ -11,6 +11,8 @@ Create Date: 2026-11-26
 import sqlalchemy as sa
 from alembic import op
 
+from headless_ops.store.migrations import online
+
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
@@ -24,8 +26,9 @@ def upgrade() -> None:
         expression = """json_extract(connection, '$."serial_number"')"""
     else:
         expression = "(connection ->> 'serial_number')"
-    op.create_index("ix_devices_cwmp_serial", "devices", [sa.text(expression)])
+    # Built concurrently on PostgreSQL: devices keep being written meanwhile (online.py).
+    online.create_index("ix_devices_cwmp_serial", "devices", [sa.text(expression)])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_devices_cwmp_serial", "devices")
+    online.drop_index("ix_devices_cwmp_serial", "devices")
