@@ -65,6 +65,42 @@ async def test_critical_first_then_earliest_scheduled_at(runtime: Runtime) -> No
     assert helper.order() == [critical, high, normal_early, normal_late, low]
 
 
+async def test_a_batch_takes_the_highest_priorities_and_leaves_the_rest(runtime: Runtime) -> None:
+    # Claims smaller than the queue: each takes the highest priorities still waiting (on
+    # PostgreSQL one statement reads every priority under one limit), and each claimed
+    # operation gets exactly one "running" line in its history, by the claiming worker.
+    tenant = await setup(runtime)
+    now = utcnow()
+    priority_of: dict[str, str] = {}
+    order = ["low", "normal", "critical", "high", "low", "critical", "normal", "high"]
+    for i, priority in enumerate(order):
+        await add_device(runtime, tenant, f"dev_{i}")
+        op_id = await add_op(
+            runtime,
+            tenant,
+            f"dev_{i}",
+            scheduled_at=now - timedelta(seconds=i + 1),
+            priority=priority,
+        )
+        priority_of[op_id] = priority
+    store = SchedulerStore(runtime.db, "batch-worker")
+    batches = [await claim_as(store, utcnow(), limit=n) for n in (3, 3, 3)]
+    assert [[priority_of[c.op.id] for c in b] for b in batches] == [
+        ["critical", "critical", "high"],
+        ["high", "normal", "normal"],
+        ["low", "low"],
+    ]
+    # Within a priority, the earliest scheduled_at first.
+    first = [c.op for c in batches[0]]
+    assert first[0].scheduled_at < first[1].scheduled_at
+    for b in batches:
+        for c in b:
+            lines = [e for e in await events(runtime, tenant, c.op.id) if e["event"] == "running"]
+            assert len(lines) == 1, lines
+            assert lines[0]["worker"] == "batch-worker"
+            assert lines[0]["attempt"] == 1 == c.op.attempts
+
+
 async def test_one_at_a_time_per_device_in_parallel_across_devices(runtime: Runtime) -> None:
     helper = TrackingHelper(delay=0.03)
     runtime.registry.register(helper)

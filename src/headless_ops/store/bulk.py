@@ -8,10 +8,17 @@ else an operation needs (docs/benchmarks.md). A :class:`Bulk` statement is compi
 per dialect; its rows are tuples converted by the very bind processors SQLAlchemy would use
 (so the stored values are the same on both engines), with each distinct value of a column
 converted only once per batch, and handed to the driver's ``executemany()``.
+
+On PostgreSQL a statement may instead come with its *array form*: the same change written
+as one statement over ``unnest()`` of one array per column. ``executemany()`` still runs one
+statement per row on the server (each one parsed, planned and executed), which made the
+scheduler's claim, held under the claim lock, the part two workers could not share; one
+statement for the whole batch costs PostgreSQL a fraction of that.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,13 +48,28 @@ class Bulk:
     ``columns`` pairs each bound parameter's name with its column type (``None``: passed to
     the driver as it is — strings, integers, ``None``). Every bound parameter of ``statement``
     must be one of them.
+
+    ``pg_arrays``: the same change as one PostgreSQL statement whose parameters
+    (``%(name)b``, one per column; binary, which both ends convert far faster than arrays
+    as text) are arrays of the batch's values, in row order; used
+    instead of ``executemany()`` on PostgreSQL. It must change exactly the rows the
+    statement would, and it counts them the same way.
     """
 
     def __init__(
-        self, statement: Executable, columns: Sequence[tuple[str, TypeEngine[Any] | None]]
+        self,
+        statement: Executable,
+        columns: Sequence[tuple[str, TypeEngine[Any] | None]],
+        *,
+        pg_arrays: str | None = None,
     ):
         self.statement = statement
         self.columns = tuple(columns)
+        self.pg_arrays = pg_arrays
+        if pg_arrays is not None:
+            used = set(re.findall(r"%\((\w+)\)[sb]", pg_arrays))
+            if used != {name for name, _ in self.columns}:
+                raise ValueError(f"array form parameters {sorted(used)} are not the columns")
         self._compiled: dict[str, _Compiled] = {}
 
     def _for(self, dialect: Dialect) -> _Compiled:
@@ -97,6 +119,12 @@ class Bulk:
                     converted = convert(value)
                 out.append(converted)
             columns[index] = tuple(out)
+        if self.pg_arrays is not None and conn.dialect.name == "postgresql":
+            # Named parameters (psycopg), so the columns are still in the given order.
+            assert compiled.order is None
+            arrays = {name: list(col) for (name, _), col in zip(self.columns, columns, strict=True)}
+            result = await conn.exec_driver_sql(self.pg_arrays, arrays)
+            return int(result.rowcount or 0)
         if compiled.names is None:
             params: list[Any] = list(zip(*columns, strict=True))
         else:

@@ -17,7 +17,9 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    String,
     and_,
+    any_,
     bindparam,
     case,
     exists,
@@ -28,8 +30,10 @@ from sqlalchemy import (
     null,
     select,
     tuple_,
+    union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
@@ -175,6 +179,17 @@ _event_row = operator.itemgetter(*_EVENT_FIELDS)
 _INSERT_EVENTS = Bulk(
     insert(operation_events).values({f: bindparam(f"e_{f}") for f in _EVENT_FIELDS}),
     [(f"e_{f}", operation_events.c.at.type if f == "at" else None) for f in _EVENT_FIELDS],
+    # In row order (ORDINALITY): the ids a history is read in follow the batch's order.
+    pg_arrays="""
+        INSERT INTO operation_events (operation_id, "at", event, attempt, error_code, message, worker)
+        SELECT v.operation_id, v."at", v.event, v.attempt, v.error_code, v.message, v.worker
+        FROM unnest(%(e_operation_id)b::text[], %(e_at)b::timestamptz[], %(e_event)b::text[],
+                    %(e_attempt)b::int[], %(e_error_code)b::text[], %(e_message)b::text[],
+                    %(e_worker)b::text[])
+             WITH ORDINALITY
+             AS v(operation_id, "at", event, attempt, error_code, message, worker, n)
+        ORDER BY v.n
+    """,
 )
 
 
@@ -213,6 +228,19 @@ _WRITE_OUTCOMES = Bulk(
         ("b_id", None),
         ("b_version", None),
     ],
+    pg_arrays="""
+        UPDATE operations AS o
+        SET status = v.status, result = v.result, error = v.error, finished_at = v.finished_at,
+            run_after = v.run_after, wait_reason = v.wait_reason, attempts = o.attempts - v.refund,
+            lease_owner = NULL, lease_expires_at = NULL, updated_at = v.updated_at
+        FROM unnest(%(b_status)b::text[], %(b_result)b::jsonb[], %(b_error)b::jsonb[],
+                    %(b_finished_at)b::timestamptz[], %(b_run_after)b::timestamptz[],
+                    %(b_wait_reason)b::text[], %(b_refund)b::int[], %(b_updated_at)b::timestamptz[],
+                    %(b_id)b::text[], %(b_version)b::int[])
+             AS v(status, result, error, finished_at, run_after, wait_reason, refund, updated_at,
+                  id, version)
+        WHERE o.id = v.id AND o.lease_version = v.version AND o.status = 'running'
+    """,
 )
 
 
@@ -239,6 +267,7 @@ class _Candidate(NamedTuple):
     d_maintenance_window: str | None
     d_labels: dict[str, str] | None
     d_updated_at: datetime | None
+    priority: int
 
 
 _CANDIDATE_QUERIES: dict[tuple[bool, int, bool], Any] = {}
@@ -269,6 +298,7 @@ def _candidates_query(pg: bool, priority: int, labels: bool, extra: tuple[Any, .
             devices.c.maintenance_window.label("d_maintenance_window"),
             (devices.c.labels if labels else literal(None)).label("d_labels"),
             devices.c.updated_at.label("d_updated_at"),
+            o.priority,
         )
         .select_from(
             operations.outerjoin(
@@ -296,25 +326,79 @@ def _candidates_query(pg: bool, priority: int, labels: bool, extra: tuple[Any, .
     return query
 
 
+_PRIORITIES = (3, 2, 1, 0)
+_ALL_PRIORITIES_QUERIES: dict[bool, Any] = {}
+
+
+def _all_priorities_query(labels: bool, extra: tuple[Any, ...]) -> Any:
+    """PostgreSQL: the candidates of every priority in one round trip (the claim lock is held
+    across each one). Each priority's query stays as it is, rows locked ``SKIP LOCKED``, in a
+    ``UNION ALL`` under one ``LIMIT``: PostgreSQL runs the branches in order and stops pulling
+    rows at the limit, so a lower priority is read (and its rows locked) only while the higher
+    ones have not filled the batch, as the one-query-per-priority loop did."""
+    if not extra and labels in _ALL_PRIORITIES_QUERIES:
+        return _ALL_PRIORITIES_QUERIES[labels]
+    branches = [
+        select(_candidates_query(True, p, labels, extra).subquery(f"p{p}")) for p in _PRIORITIES
+    ]
+    query = union_all(*branches).limit(bindparam("c_limit"))
+    if not extra:
+        _ALL_PRIORITIES_QUERIES[labels] = query
+    return query
+
+
 _LEASE_NOW = bindparam("l_now", type_=o.started_at.type)
-#: Lease the chosen operations (those still waiting) for one worker.
-_LEASE = (
-    update(operations)
-    .where(o.id.in_(bindparam("l_ids", expanding=True)), _IS_WAITING)
-    .values(
-        status=_RUNNING,
-        attempts=o.attempts + 1,
-        lease_owner=bindparam("l_owner"),
-        lease_expires_at=bindparam("l_expires", type_=o.lease_expires_at.type),
-        lease_version=o.lease_version + 1,
-        # The latest attempt's start (its due time if claimed ahead of it); every attempt's
-        # is in the history.
-        started_at=case((o.run_after > _LEASE_NOW, o.run_after), else_=_LEASE_NOW),
-        updated_at=_LEASE_NOW,
-        wait_reason=null(),
+
+
+def _ids_in(name: str, pg: bool) -> Any:
+    """``id`` among the list parameter ``name``: on PostgreSQL one array parameter (``=
+    ANY``), which it parses and plans once, instead of one parameter per id."""
+    if pg:
+        return o.id == any_(bindparam(name, type_=ARRAY(String)))
+    return o.id.in_(bindparam(name, expanding=True))
+
+
+def _lease_statement(pg: bool) -> Any:
+    """Lease the chosen operations (those still waiting) for one worker."""
+    return (
+        update(operations)
+        .where(_ids_in("l_ids", pg), _IS_WAITING)
+        .values(
+            status=_RUNNING,
+            attempts=o.attempts + 1,
+            lease_owner=bindparam("l_owner"),
+            lease_expires_at=bindparam("l_expires", type_=o.lease_expires_at.type),
+            lease_version=o.lease_version + 1,
+            # The latest attempt's start (its due time if claimed ahead of it); every attempt's
+            # is in the history.
+            started_at=case((o.run_after > _LEASE_NOW, o.run_after), else_=_LEASE_NOW),
+            updated_at=_LEASE_NOW,
+            wait_reason=null(),
+        )
+        .returning(*_LEASED_COLUMNS)
     )
-    .returning(*_LEASED_COLUMNS)
-)
+
+
+def _lease_with_history() -> Any:
+    """PostgreSQL: the lease and its "running" history lines in one statement (a
+    data-modifying CTE). The claim holds the claim lock until it commits, and each round trip
+    inside it waits for a turn of the worker's busy event loop: one fewer is time every
+    other worker's claim gets back."""
+    leased = _lease_statement(True).cte("leased")
+    history = insert(operation_events).from_select(
+        ["operation_id", "at", "event", "attempt", "worker"],
+        select(
+            leased.c.id,
+            leased.c.started_at,
+            literal(_RUNNING),
+            leased.c.attempts,
+            bindparam("l_owner"),
+        ),
+    )
+    return select(*(leased.c[c.name] for c in _LEASED_COLUMNS)).add_cte(history.cte("history"))
+
+
+_LEASE = {False: _lease_statement(False), True: _lease_with_history()}
 _DEVICE_COLUMNS = [getattr(devices.c, f.name) for f in fields(DeviceRecord)]
 #: The devices of some operations, through the join: each device is then found by its whole
 #: primary key, a plan PostgreSQL picks even before it has statistics (with ``tenant_id = ?
@@ -328,11 +412,12 @@ _DEVICES_OF_OPERATIONS = (
     )
     .where(o.id.in_(bindparam("d_ops", expanding=True)))
 )
-#: The fence of a batch of outcomes: each one's current status and lease version.
-_LEASE_STATE = select(o.id, o.lease_version, o.status).where(
-    o.id.in_(bindparam("r_ids", expanding=True))
-)
-_LEASE_STATE_LOCKED = _LEASE_STATE.with_for_update()
+#: The fence of a batch of outcomes: each one's current status and lease version (locked on
+#: PostgreSQL until the outcomes are written).
+_LEASE_STATE = {
+    False: select(o.id, o.lease_version, o.status).where(_ids_in("r_ids", False)),
+    True: select(o.id, o.lease_version, o.status).where(_ids_in("r_ids", True)).with_for_update(),
+}
 
 
 class SchedulerStore:
@@ -507,7 +592,14 @@ class SchedulerStore:
             extra.append(o.id.not_in(skip))
         params: dict[str, Any] = {"c_now": now, "c_horizon": horizon}
         rows: list[Any] = []
-        for priority in (3, 2, 1, 0):
+        if self.pg:
+            params["c_limit"] = want
+            found = await conn.execute(_all_priorities_query(labels, tuple(extra)), params)
+            rows.extend(map(_Candidate._make, found.all()))
+            # In claim order whatever order the branches came back in (priority, then due).
+            rows.sort(key=lambda r: (-r.priority, r.run_after))
+            return rows
+        for priority in _PRIORITIES:
             if len(rows) >= want:
                 break
             query = _candidates_query(self.pg, priority, labels, tuple(extra))
@@ -542,7 +634,7 @@ class SchedulerStore:
         if not chosen:
             return []
         result = await conn.execute(
-            _LEASE,
+            _LEASE[self.pg],
             {
                 "l_ids": [r.id for r in chosen],
                 "l_owner": self.worker_id,
@@ -551,13 +643,16 @@ class SchedulerStore:
             },
         )
         leased = {op.id: op for op in (LeasedOperation(*r) for r in result.all())}
-        await insert_events(
-            conn,
-            [
-                _event(op.id, op.started_at or now, _RUNNING, op.attempts, worker=self.worker_id)
-                for op in leased.values()
-            ],
-        )
+        if not self.pg:  # PostgreSQL's statement wrote these itself
+            await insert_events(
+                conn,
+                [
+                    _event(
+                        op.id, op.started_at or now, _RUNNING, op.attempts, worker=self.worker_id
+                    )
+                    for op in leased.values()
+                ],
+            )
         return [(r, leased[r.id]) for r in chosen if r.id in leased]
 
     async def _devices(
@@ -827,8 +922,9 @@ class SchedulerStore:
         if not outcomes:
             return set()
         async with self.db.write() as conn:
-            query = _LEASE_STATE_LOCKED if self.pg else _LEASE_STATE
-            found = await conn.execute(query, {"r_ids": [x.op_id for x in outcomes]})
+            found = await conn.execute(
+                _LEASE_STATE[self.pg], {"r_ids": [x.op_id for x in outcomes]}
+            )
             current = {op_id: (version, status) for op_id, version, status in found.all()}
             valid, refused = [], set()
             for x in outcomes:
