@@ -9,8 +9,8 @@ Sections (all by default, in one run, on fresh databases; ``--only`` picks some)
               as shipped and tuned to WAL); prints our ratio to each. Goal: >= 10x each.
               See bench/baselines.py.
 ``workers``   PostgreSQL: ``python -m headless_ops worker`` subprocesses (instant helper via
-              HEADLESS_OPS_HELPERS), one and then two of them on the same work. Goal: two
-              >= 1.3x one.
+              HEADLESS_OPS_HELPERS), one and then two of them on the same work, alternated
+              ``--worker-rounds`` times. Goal: two >= 1.3x one (all rounds together).
 ``slow``      SQLite, a helper that waits 10 ms (asyncio.sleep): many in flight. Goal:
               >= 5,000 operations/s.
 ``future``    the same dispatch with 1,000,000 operations queued an hour ahead, against an
@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -228,20 +229,32 @@ def run_baselines(root: Path, pg: PgServer, ops: int, ours: DispatchResult) -> N
         print("  " + goal_line(f"ratio to {r.name}", ours.rate / r.rate, GOAL_BASELINE, "x"))
 
 
-def run_workers(root: Path, pg: PgServer, ops: int) -> None:
-    """Section ``workers``."""
+def run_workers(root: Path, pg: PgServer, ops: int, rounds: int) -> None:
+    """Section ``workers``: ``rounds`` alternations of one worker, then two (each run lasts a
+    second or two, so one busy moment of this shared machine can swing a single ratio)."""
     print(f"\n[workers] PostgreSQL, {ops:,} operations due now, worker subprocesses")
-    runs = []
-    for n in (1, 2):
-        run = workers_dispatch(pg, root, n, ops)
-        runs.append(run)
-        print(
-            f"  {n} worker{'s' if n > 1 else ' '}: {ops:,} operations in {run.seconds:.2f} s = "
-            f"{run.rate:,.0f} operations/s"
-        )
-        cpu = ", ".join(f"{c:.1f} s" for c in run.worker_cpu)
-        print(f"    (worker CPU {cpu}; machine {run.machine_busy:.0%} busy)")
-    print("  " + goal_line("two workers / one", runs[1].rate / runs[0].rate, GOAL_WORKERS, "x"))
+    totals = {1: 0.0, 2: 0.0}
+    ratios = []
+    for index in range(rounds):
+        runs = {}
+        for n in (1, 2):
+            run = runs[n] = workers_dispatch(pg, root, n, ops)
+            totals[n] += run.seconds
+            cpu = ", ".join(f"{c:.1f} s" for c in run.worker_cpu)
+            print(
+                f"  round {index + 1}, {n} worker{'s' if n > 1 else ' '}: {ops:,} operations in "
+                f"{run.seconds:.2f} s = {run.rate:,.0f} operations/s "
+                f"(worker CPU {cpu}; machine {run.machine_busy:.0%} busy)"
+            )
+        ratios.append(runs[2].rate / runs[1].rate)
+        print(f"    round {index + 1}: two workers / one = {ratios[-1]:.2f}x")
+    print(
+        f"  per round: {', '.join(f'{r:.2f}x' for r in ratios)}; "
+        f"median {statistics.median(ratios):.2f}x"
+    )
+    # All rounds together: the time one worker took for all its operations over the time two
+    # took for the same number.
+    print("  " + goal_line("two workers / one", totals[1] / totals[2], GOAL_WORKERS, "x"))
 
 
 def run_slow(root: Path, ops: int, delay: float) -> None:
@@ -279,6 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--ops", type=int, default=10_000, help="operations per measurement")
     parser.add_argument("--pg-ops", type=int, default=10_000, help="operations per worker run")
+    parser.add_argument("--worker-rounds", type=int, default=3, help="1-then-2-worker rounds")
     parser.add_argument("--slow-ops", type=int, default=20_000)
     parser.add_argument("--delay", type=float, default=0.010, help="slow helper, seconds")
     parser.add_argument("--future", type=int, default=1_000_000, help="queued future operations")
@@ -307,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
             run_baselines(root, pg, args.ops, ours)
         if "workers" in sections:
             assert pg is not None
-            run_workers(root, pg, args.pg_ops)
+            run_workers(root, pg, args.pg_ops, args.worker_rounds)
         if "slow" in sections:
             run_slow(root, args.slow_ops, args.delay)
         if "future" in sections:
