@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 
 from headless_ops.api.runtime import Runtime
 from headless_ops.domain.operations import OperationType
 from headless_ops.helpers.base import OperationContext
-from headless_ops.store.scheduling import SchedulerStore
+from headless_ops.store.scheduling import SchedulerStore, _all_priorities_query
 from headless_ops.store.schema import operations
 from headless_ops.timeutil import utcnow
 from tests.conftest import Api
@@ -99,6 +100,40 @@ async def test_a_batch_takes_the_highest_priorities_and_leaves_the_rest(runtime:
             assert len(lines) == 1, lines
             assert lines[0]["worker"] == "batch-worker"
             assert lines[0]["attempt"] == 1 == c.op.attempts
+
+
+async def test_postgresql_reads_no_lower_priority_once_the_batch_is_full(runtime: Runtime) -> None:
+    # The claim's single statement (every priority in one UNION ALL under one LIMIT) relies on
+    # PostgreSQL running the branches in order and stopping at the limit: lower priorities are
+    # then never read, and none of their rows locked.
+    if runtime.db.dialect != "postgresql":
+        pytest.skip("SQLite reads one priority per query")
+    tenant = await setup(runtime)
+    now = utcnow()
+    for i, priority in enumerate(["critical"] * 3 + ["low"] * 3):
+        await add_device(runtime, tenant, f"dev_{i}")
+        await add_op(
+            runtime, tenant, f"dev_{i}", scheduled_at=now - timedelta(seconds=1), priority=priority
+        )
+    async with runtime.db.write() as conn:
+        compiled = _all_priorities_query(False, ()).compile(dialect=conn.dialect)
+        params = {**compiled.params, "c_now": now, "c_horizon": now, "c_limit": 3}
+        plan = "\n".join(
+            r[0]
+            for r in await conn.exec_driver_sql(
+                f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {compiled}", params
+            )
+        )
+        await conn.rollback()
+    scans = {
+        line.split("Subquery Scan on ")[1].split()[0]: line
+        for line in plan.splitlines()
+        if "Subquery Scan on" in line
+    }
+    assert sorted(scans) == ["p0", "p1", "p2", "p3"], plan
+    assert "rows=3" in scans["p3"], plan
+    for lower in ("p2", "p1", "p0"):
+        assert "never executed" in scans[lower], plan
 
 
 async def test_one_at_a_time_per_device_in_parallel_across_devices(runtime: Runtime) -> None:

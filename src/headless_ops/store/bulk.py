@@ -53,7 +53,9 @@ class Bulk:
     (``%(name)b``, one per column; binary, which both ends convert far faster than arrays
     as text) are arrays of the batch's values, in row order; used
     instead of ``executemany()`` on PostgreSQL. It must change exactly the rows the
-    statement would, and it counts them the same way.
+    statement would, and it counts them the same way; the rows of one batch must change
+    distinct rows (with two for the same row, ``executemany`` applies both in turn, an
+    ``UPDATE … FROM`` only one of them).
     """
 
     def __init__(

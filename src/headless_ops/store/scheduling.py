@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     String,
+    all_,
     and_,
     any_,
     bindparam,
@@ -589,7 +590,10 @@ class SchedulerStore:
                 value = devices.c.labels[key].as_string()
                 extra.append(value.is_(None) | value.not_in(values))
         if skip:
-            extra.append(o.id.not_in(skip))
+            # One array parameter on PostgreSQL: the list appears in each priority's branch.
+            extra.append(
+                o.id != all_(literal(skip, ARRAY(String))) if self.pg else o.id.not_in(skip)
+            )
         params: dict[str, Any] = {"c_now": now, "c_horizon": horizon}
         rows: list[Any] = []
         if self.pg:

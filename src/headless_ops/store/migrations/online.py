@@ -5,9 +5,11 @@ until the index is built: minutes on a large ``operations`` table, during which 
 can be created, claimed or recorded. These helpers build and drop indexes ``CONCURRENTLY``
 there, outside the migration's transaction (PostgreSQL refuses it inside one). A concurrent
 build that fails (a unique violation, a cancelled ``migrate``) leaves an *invalid* index
-behind while the revision stays unapplied, so the build first drops an index of the same
-name: it can only be such a leftover of this revision. SQLite has no concurrent build and
-none is needed there (one writer, and the index is built in the migration's transaction).
+behind while the revision stays unapplied: the build drops such a leftover first, and keeps a
+valid index of the same name (another ``migrate`` built it meanwhile; its version update then
+settles which of the two records the revision). Dropping tolerates an index already gone (a
+downgrade interrupted after its drop). SQLite has no concurrent build and none is needed
+there (one writer, and the index is built in the migration's transaction).
 
 Revisions import these helpers, never the live schema: what a revision does must not change
 when the schema module does.
@@ -35,9 +37,26 @@ def create_index(
         op.create_index(name, table, list(columns), sqlite_where=where)
         return
     with op.get_context().autocommit_block():
-        op.execute(sa.text(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"'))
+        valid = (
+            op.get_bind()
+            .execute(
+                sa.text(
+                    "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+                    " WHERE c.relname = :name AND c.relnamespace = current_schema()::regnamespace"
+                ),
+                {"name": name},
+            )
+            .scalar()
+        )
+        if valid is False:  # the leftover of an interrupted concurrent build
+            op.execute(sa.text(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"'))
         op.create_index(
-            name, table, list(columns), postgresql_where=where, postgresql_concurrently=True
+            name,
+            table,
+            list(columns),
+            postgresql_where=where,
+            postgresql_concurrently=True,
+            if_not_exists=True,
         )
 
 
@@ -47,4 +66,4 @@ def drop_index(name: str, table: str) -> None:
         op.drop_index(name, table)
         return
     with op.get_context().autocommit_block():
-        op.drop_index(name, table, postgresql_concurrently=True)
+        op.drop_index(name, table, postgresql_concurrently=True, if_exists=True)
