@@ -27,11 +27,15 @@ def test_json_round_trip_matches_the_standard_library(value: object) -> None:
     text = json_dumps(value)
     assert text == json.dumps(value)
     assert json_loads(text) == json.loads(text)
+    # As psycopg hands PostgreSQL's JSON over: UTF-8 bytes.
+    assert json_loads(text.encode()) == json.loads(text)
+    assert json_loads(json.dumps(value, ensure_ascii=False).encode()) == json.loads(text)
 
 
 @pytest.mark.parametrize("text", [" {}", "{} ", "\n[1, 2]\n", '"x"', "1e3", "null", "[]"])
 def test_json_loads_takes_what_json_loads_takes(text: str) -> None:
     assert json_loads(text) == json.loads(text)
+    assert json_loads(text.encode()) == json.loads(text)
 
 
 @pytest.mark.parametrize("text", ["", "{", '{"a": 1}x', "{} {}", "NaNx"])

@@ -184,6 +184,9 @@ class Database:
                 pool_size=settings.pg_pool_size,
                 max_overflow=settings.pg_pool_size,
                 pool_pre_ping=True,
+                # psycopg's JSON and JSONB adapters use these too.
+                json_serializer=json_dumps,
+                json_deserializer=json_loads,
             )
             self._writer = self._reader = self._lookup = engine
 

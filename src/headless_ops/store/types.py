@@ -29,8 +29,12 @@ def json_loads(text: str | bytes) -> Any:
 
     The scheduler decodes a few JSON columns per operation; ``json.loads`` spends most of its
     time around its C scanner (type checks, a regular expression for leading and trailing
-    blanks). Anything the fast path does not take whole goes to ``json.loads``.
+    blanks). Anything the fast path does not take whole goes to ``json.loads``. psycopg
+    hands PostgreSQL's JSON over as UTF-8 bytes (``json.loads`` would first guess their
+    encoding).
     """
+    if isinstance(text, bytes):
+        text = text.decode()
     if text == "{}":
         return {}
     if isinstance(text, str):
