@@ -8,6 +8,10 @@ schema; each revision also survives an up-down-up step on its own (the "stairway
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,4 +210,55 @@ def test_index_revisions_build_online_on_postgresql(empty_settings: Settings) ->
         assert not [s for s in statements if s.startswith("DROP INDEX")], statements
     finally:
         engine.dispose()
+    assert _differences(empty_settings) == []
+
+
+def test_two_migrates_at_once_both_succeed(empty_settings: Settings) -> None:
+    # Two replicas running `migrate` at the same moment on an empty PostgreSQL database: the
+    # second waits for the first (whose concurrent index builds must not wait for it), then
+    # finds nothing left to do. To make them meet, the test holds the version table locked
+    # until both have reached the database, then lets go.
+    if empty_settings.is_sqlite:
+        pytest.skip("SQLite: one process migrates the file it serves")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADLESS_OPS_")}
+    env["HEADLESS_OPS_DATABASE_URL"] = empty_settings.effective_database_url
+    env["HEADLESS_OPS_DATA_DIR"] = str(empty_settings.data_dir)
+    dsn = sync_url(empty_settings.effective_database_url).replace("+psycopg", "")
+    with psycopg.connect(dsn, autocommit=True) as gate:
+        gate.execute(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL,"
+            " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+        gate.execute("BEGIN")
+        gate.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "headless_ops", "migrate"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            for _ in range(2)
+        ]
+        # Until both have reached the database: blocked on the version table (two, without
+        # the migration lock), or one blocked and the other waiting for its lock (three
+        # connections). Read from a connection of its own: pg_stat_activity is a snapshot
+        # per transaction.
+        with psycopg.connect(dsn, autocommit=True) as probe:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+                row = probe.execute(
+                    "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*)"
+                    " FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid NOT IN (pg_backend_pid(), %s)",
+                    (gate.info.backend_pid,),
+                ).fetchone()
+                if row is not None and (row[0] >= 2 or (row[0] >= 1 and row[1] >= 3)):
+                    break
+                time.sleep(0.05)
+        time.sleep(0.3)  # the second one settles into its wait too
+        gate.execute("COMMIT")
+    outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert _state(empty_settings)[1] == _script(empty_settings).get_current_head()
     assert _differences(empty_settings) == []
