@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     #: An unknown CPE is registered into the inventory (of ``cwmp_tenant``), or refused.
     cwmp_auto_register: bool = True
     cwmp_tenant: str = "default"
+    #: New CPEs auto-registered per minute at most, per ACS process (0: no limit, the
+    #: default, so that a fleet moving to this ACS is never slowed). With no shared
+    #: credentials, anyone who reaches the ACS port can register devices: this bounds how
+    #: fast. Over it, the Inform is answered 503 with Retry-After (CPEs retry).
+    cwmp_register_per_minute: int = Field(default=0, ge=0)
     #: Shared CPE credentials (per-device ones are the device's cpe_username/cpe_password);
     #: when neither is set for a CPE, it is not challenged.
     cwmp_username: str = ""

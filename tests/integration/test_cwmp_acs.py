@@ -216,6 +216,24 @@ async def test_unknown_cpes_are_refused_when_auto_registration_is_off(api: Api) 
         assert await env.device_id(known) == "dev_known"
 
 
+async def test_auto_registration_is_bounded_per_minute(api: Api) -> None:
+    # Without shared credentials anyone reaching the ACS can register devices: at most
+    # cwmp_register_per_minute of them, the rest are asked to retry later (503, Retry-After)
+    # and are not registered. CPEs already known are never held back.
+    async with acs_env(api, cwmp_register_per_minute=2) as env:
+        async with httpx2.AsyncClient(timeout=10) as client:
+            answers = [
+                await client.post(env.acs_url, content=_inform(f"RATE{i:04d}")) for i in range(4)
+            ]
+            assert [r.status_code for r in answers] == [200, 200, 503, 503]
+            assert answers[2].headers["retry-after"] == "60"
+            assert b"retry later" in answers[2].content
+            again = await client.post(env.acs_url, content=_inform("RATE0000"))
+            assert again.status_code == 200
+        listed = (await api.client.get(DEVICES, headers=env.headers)).json()["results"]
+        assert sorted(d["connection"]["serial_number"] for d in listed) == ["RATE0000", "RATE0001"]
+
+
 async def test_auto_registration_fills_the_inventory(api: Api) -> None:
     async with acs_env(api) as env:
         cpe = await env.cpe("REG0001", software_version="9.9")

@@ -95,6 +95,38 @@ class SessionLost(Exception):
     """The session ended while a job waited for the CPE's answer."""
 
 
+class _Throttled(Exception):
+    """Auto-registration is over its rate: the CPE is asked to come back later."""
+
+
+_RETRY_LATER = {"Retry-After": "60", "Connection": "close"}
+
+
+@dataclass
+class _TokenBucket:
+    """``per_minute`` takes a minute, in a burst of up to as many (0: no limit)."""
+
+    per_minute: int
+    tokens: float = 0.0
+    at: float | None = None
+
+    def take(self, now: float) -> bool:
+        """Take one token if there is one."""
+        if self.per_minute <= 0:
+            return True
+        if self.at is None:
+            self.tokens = float(self.per_minute)
+        else:
+            self.tokens = min(
+                float(self.per_minute), self.tokens + (now - self.at) * self.per_minute / 60
+            )
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 @dataclass
 class Reply:
     """An HTTP answer to a CPE."""
@@ -223,6 +255,7 @@ class AcsEngine:
         self._sweeper: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.known: dict[str, _Known] = {}
+        self._registrations = _TokenBucket(settings.cwmp_register_per_minute)
         #: (tenant, device) -> its device key in ``known``.
         self._known_keys: dict[tuple[str, str], str] = {}
         #: Device changes seen (forget_device), and the count at each device's last one: a
@@ -415,22 +448,24 @@ class AcsEngine:
             return Reply(400, b"the Inform has no DeviceId OUI/SerialNumber")
         key = soap.device_key(ident)
         now = utcnow()
-        known = await self._known_cpe(ident, key)
+        try:
+            known = await self._known_cpe(ident, key)
+            if (
+                known is not None
+                and not self._authenticated(known, authorization)
+                and authorization
+                and time.monotonic() - known.fetched >= RECHECK_AFTER_FAILURE_S
+            ):
+                # The credentials may have changed since they were cached (through the API of
+                # another process): look them up again before refusing.
+                self.forget_device(known.tenant_id, known.device_id)
+                known = await self._known_cpe(ident, key)
+        except _Throttled:
+            log.warning("cwmp auto-registration over its rate; CPE asked to retry", device_key=key)
+            return Reply(503, b"too many new CPEs; retry later", _RETRY_LATER)
         if known is None:
             log.warning("unknown CPE refused", device_key=key)
             return Reply(403, b"unknown CPE", {"Connection": "close"})
-        if (
-            not self._authenticated(known, authorization)
-            and authorization
-            and time.monotonic() - known.fetched >= RECHECK_AFTER_FAILURE_S
-        ):
-            # The credentials may have changed since they were cached (through the API of
-            # another process): look them up again before refusing.
-            self.forget_device(known.tenant_id, known.device_id)
-            known = await self._known_cpe(ident, key)
-            if known is None:
-                log.warning("unknown CPE refused", device_key=key)
-                return Reply(403, b"unknown CPE", {"Connection": "close"})
         if not self._authenticated(known, authorization):
             scheme = "basic" if self._basic() and self.settings.cwmp_auth != "digest" else "digest"
             headers = {"WWW-Authenticate": self.verifier.challenge(scheme)}
@@ -617,7 +652,8 @@ class AcsEngine:
 
     async def _first_contact(self, ident: soap.DeviceId, key: str) -> str | None:
         """Bind a new device key to an inventory device: one created for this identity, else
-        a new one (auto-registration), else None (refused)."""
+        a new one (auto-registration), else None (refused). Raises :class:`_Throttled` when
+        registrations are over their rate."""
         now = utcnow()
         existing = await self.store.find_inventory_device(
             ident.oui, ident.product_class, ident.serial_number
@@ -625,6 +661,8 @@ class AcsEngine:
         if existing is not None:
             tenant_id, device_id = existing.tenant_id, existing.id
         elif self.settings.cwmp_auto_register:
+            if not self._registrations.take(time.monotonic()):
+                raise _Throttled
             tenant_id = await ensure_tenant(self.resources.db, self.settings.cwmp_tenant)
             device_id = await self._register(tenant_id, ident, key)
         else:
