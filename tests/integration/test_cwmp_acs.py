@@ -187,6 +187,10 @@ async def test_shared_credentials_and_a_cpe_without_any(api: Api) -> None:
                 auth=httpx2.BasicAuth("fleet", "shared-secret"),
             )
             assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Digest")
+        # Only the CPE that proved it belongs to the fleet was registered: a device is never
+        # created for an Inform without the shared credentials.
+        listed = (await api.client.get(DEVICES, headers=env.headers)).json()["results"]
+        assert [d["connection"]["serial_number"] for d in listed] == ["SHR0002"]
 
 
 async def test_unknown_cpes_are_refused_when_auto_registration_is_off(api: Api) -> None:

@@ -244,21 +244,29 @@ def test_two_migrates_at_once_both_succeed(empty_settings: Settings) -> None:
         # the migration lock), or one blocked and the other waiting for its lock (three
         # connections). Read from a connection of its own: pg_stat_activity is a snapshot
         # per transaction.
-        with psycopg.connect(dsn, autocommit=True) as probe:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and all(p.poll() is None for p in procs):
-                row = probe.execute(
-                    "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*)"
-                    " FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND pid NOT IN (pg_backend_pid(), %s)",
-                    (gate.info.backend_pid,),
-                ).fetchone()
-                if row is not None and (row[0] >= 2 or (row[0] >= 1 and row[1] >= 3)):
-                    break
-                time.sleep(0.05)
-        time.sleep(0.3)  # the second one settles into its wait too
-        gate.execute("COMMIT")
-    outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
+        try:
+            with psycopg.connect(dsn, autocommit=True) as probe:
+                deadline = time.monotonic() + 60
+                while True:
+                    row = probe.execute(
+                        "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), count(*)"
+                        " FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND pid NOT IN (pg_backend_pid(), %s)",
+                        (gate.info.backend_pid,),
+                    ).fetchone()
+                    if row is not None and (row[0] >= 2 or (row[0] >= 1 and row[1] >= 3)):
+                        break
+                    if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                        pytest.fail(f"the two migrate processes never met: {row}")
+                    time.sleep(0.05)
+            time.sleep(0.3)  # the second one settles into its wait too
+            gate.execute("COMMIT")
+            outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert _state(empty_settings)[1] == _script(empty_settings).get_current_head()
     assert _differences(empty_settings) == []

@@ -99,6 +99,10 @@ class _Throttled(Exception):
     """Auto-registration is over its rate: the CPE is asked to come back later."""
 
 
+class _Unauthenticated(Exception):
+    """An unknown CPE without the shared credentials: challenged, never registered."""
+
+
 _RETRY_LATER = {"Retry-After": "60", "Connection": "close"}
 
 
@@ -383,7 +387,9 @@ class AcsEngine:
 
     # -- Inform ------------------------------------------------------------------------
 
-    async def _known_cpe(self, ident: soap.DeviceId, key: str) -> _Known | None:
+    async def _known_cpe(
+        self, ident: soap.DeviceId, key: str, authorization: str | None
+    ) -> _Known | None:
         """What the ACS needs of a CPE at each Inform, cached for ``KNOWN_TTL_S`` (a change
         of the device through this process's API drops it at once; see KNOWN_TTL_S)."""
         known = self.known.get(key)
@@ -392,7 +398,7 @@ class AcsEngine:
         started = self._changes
         row = await self.store.device(key)
         if row is None:
-            if await self._first_contact(ident, key) is None:
+            if await self._first_contact(ident, key, authorization) is None:
                 return None
             row = await self.store.device(key)
             assert row is not None
@@ -449,7 +455,7 @@ class AcsEngine:
         key = soap.device_key(ident)
         now = utcnow()
         try:
-            known = await self._known_cpe(ident, key)
+            known = await self._known_cpe(ident, key, authorization)
             if (
                 known is not None
                 and not self._authenticated(known, authorization)
@@ -459,20 +465,17 @@ class AcsEngine:
                 # The credentials may have changed since they were cached (through the API of
                 # another process): look them up again before refusing.
                 self.forget_device(known.tenant_id, known.device_id)
-                known = await self._known_cpe(ident, key)
+                known = await self._known_cpe(ident, key, authorization)
         except _Throttled:
             log.warning("cwmp auto-registration over its rate; CPE asked to retry", device_key=key)
             return Reply(503, b"too many new CPEs; retry later", _RETRY_LATER)
+        except _Unauthenticated:
+            return self._challenge(key, authorization)
         if known is None:
             log.warning("unknown CPE refused", device_key=key)
             return Reply(403, b"unknown CPE", {"Connection": "close"})
         if not self._authenticated(known, authorization):
-            scheme = "basic" if self._basic() and self.settings.cwmp_auth != "digest" else "digest"
-            headers = {"WWW-Authenticate": self.verifier.challenge(scheme)}
-            if authorization:
-                headers["Connection"] = "close"
-                log.warning("cwmp authentication failed", device_key=key)
-            return Reply(401, b"", headers)
+            return self._challenge(key, authorization)
         # Authenticated: from now until its session is registered, the CPE counts as in
         # session here. A job queued for it meanwhile goes to that session, instead of a
         # connection request it would ignore while it informs (and a deferral that would
@@ -484,6 +487,15 @@ class AcsEngine:
             left = self._informing.pop(key) - 1
             if left:
                 self._informing[key] = left
+
+    def _challenge(self, key: str, authorization: str | None) -> Reply:
+        """401 with a challenge; a failed attempt also ends the connection."""
+        scheme = "basic" if self._basic() and self.settings.cwmp_auth != "digest" else "digest"
+        headers = {"WWW-Authenticate": self.verifier.challenge(scheme)}
+        if authorization:
+            headers["Connection"] = "close"
+            log.warning("cwmp authentication failed", device_key=key)
+        return Reply(401, b"", headers)
 
     async def _open_session(
         self,
@@ -645,15 +657,22 @@ class AcsEngine:
         if c.get("cpe_password"):
             username = str(c.get("cpe_username") or device.name)
             return Credentials(username, ha1(username, str(c["cpe_password"])))
+        return self._shared_credentials()
+
+    def _shared_credentials(self) -> Credentials | None:
         if self.settings.cwmp_password:
             username = self.settings.cwmp_username
             return Credentials(username, ha1(username, self.settings.cwmp_password))
         return None
 
-    async def _first_contact(self, ident: soap.DeviceId, key: str) -> str | None:
+    async def _first_contact(
+        self, ident: soap.DeviceId, key: str, authorization: str | None
+    ) -> str | None:
         """Bind a new device key to an inventory device: one created for this identity, else
-        a new one (auto-registration), else None (refused). Raises :class:`_Throttled` when
-        registrations are over their rate."""
+        a new one (auto-registration), else None (refused). Raises :class:`_Unauthenticated`
+        when shared credentials are set and the Inform does not carry them (a device is
+        registered only for a CPE that proved it belongs to the fleet), :class:`_Throttled`
+        when registrations are over their rate."""
         now = utcnow()
         existing = await self.store.find_inventory_device(
             ident.oui, ident.product_class, ident.serial_number
@@ -661,6 +680,11 @@ class AcsEngine:
         if existing is not None:
             tenant_id, device_id = existing.tenant_id, existing.id
         elif self.settings.cwmp_auto_register:
+            shared = self._shared_credentials()
+            if shared is not None and not self.verifier.verify(
+                authorization, "POST", shared, allow_basic=self._basic()
+            ):
+                raise _Unauthenticated
             if not self._registrations.take(time.monotonic()):
                 raise _Throttled
             tenant_id = await ensure_tenant(self.resources.db, self.settings.cwmp_tenant)

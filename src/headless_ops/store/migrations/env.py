@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Iterator
 
 from alembic import context
-from sqlalchemy import create_engine, event, pool
+from sqlalchemy import create_engine, event, pool, text
+from sqlalchemy.exc import DBAPIError
 
 from headless_ops.store.schema import metadata
 
@@ -44,13 +46,34 @@ def _one_migrate_at_a_time() -> Iterator[None]:
         yield
         return
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
-        try_lock = f"SELECT pg_try_advisory_lock({_MIGRATION_LOCK})"
-        while not lock.exec_driver_sql(try_lock).scalar():
+        # The lock lives as long as this session, idle for the whole migration: a server's
+        # idle_session_timeout (PostgreSQL 14+) must not end it halfway.
+        if lock.dialect.server_version_info and lock.dialect.server_version_info >= (14,):
+            lock.exec_driver_sql("SET idle_session_timeout = 0")
+        key = {"key": _MIGRATION_LOCK}
+        notice_at = 0.0
+        while not lock.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar():
+            if time.monotonic() >= notice_at:
+                holder = lock.execute(
+                    text(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                        " AND objid = :key LIMIT 1"
+                    ),
+                    key,
+                ).scalar()
+                print(
+                    f"waiting for another migrate (PostgreSQL backend {holder}) to finish",
+                    file=sys.stderr,
+                )
+                notice_at = time.monotonic() + 10
             time.sleep(0.2)
         try:
             yield
         finally:
-            lock.exec_driver_sql(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
+            # Closing the session releases the lock anyway: an unlock that fails (the
+            # connection is gone) must not hide the migration's own outcome.
+            with contextlib.suppress(DBAPIError):
+                lock.execute(text("SELECT pg_advisory_unlock(:key)"), key)
 
 
 with _one_migrate_at_a_time(), engine.connect() as connection:
