@@ -230,7 +230,8 @@ async def test_auto_registration_is_bounded_per_minute(api: Api) -> None:
                 await client.post(env.acs_url, content=_inform(f"RATE{i:04d}")) for i in range(4)
             ]
             assert [r.status_code for r in answers] == [200, 200, 503, 503]
-            assert answers[2].headers["retry-after"] == "60"
+            # Two a minute: the next one in about 30 s.
+            assert 25 <= int(answers[2].headers["retry-after"]) <= 30
             assert b"retry later" in answers[2].content
             again = await client.post(env.acs_url, content=_inform("RATE0000"))
             assert again.status_code == 200

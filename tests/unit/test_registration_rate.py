@@ -18,3 +18,18 @@ def test_a_full_minute_at_once_then_one_per_share_of_the_minute() -> None:
 def test_zero_means_no_limit() -> None:
     bucket = _TokenBucket(per_minute=0)
     assert all(bucket.take(5.0) for _ in range(10_000))
+
+
+def test_the_wait_until_the_next_token_and_a_token_given_back() -> None:
+    bucket = _TokenBucket(per_minute=2)  # one token every 30 s
+    assert bucket.take(0.0) and bucket.take(0.0)
+    assert not bucket.take(0.0)
+    assert bucket.wait_s() == 30
+    assert not bucket.take(12.0)
+    assert bucket.wait_s() == 18  # 12 s of the 30 already refilled
+    bucket.give_back()  # a registration that failed: its token is not spent
+    assert bucket.take(12.0)
+    bucket.give_back()
+    bucket.give_back()
+    bucket.give_back()
+    assert bucket.tokens == 2  # never more than a minute's worth

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -103,9 +104,6 @@ class _Unauthenticated(Exception):
     """An unknown CPE without the shared credentials: challenged, never registered."""
 
 
-_RETRY_LATER = {"Retry-After": "60", "Connection": "close"}
-
-
 @dataclass
 class _TokenBucket:
     """``per_minute`` takes a minute, in a burst of up to as many (0: no limit)."""
@@ -129,6 +127,17 @@ class _TokenBucket:
             return False
         self.tokens -= 1
         return True
+
+    def give_back(self) -> None:
+        """Return a token whose work did not happen."""
+        if self.per_minute > 0:
+            self.tokens = min(float(self.per_minute), self.tokens + 1)
+
+    def wait_s(self) -> int:
+        """Whole seconds until the next token (at least 1)."""
+        if self.per_minute <= 0:
+            return 1
+        return max(1, math.ceil((1 - self.tokens) * 60 / self.per_minute))
 
 
 @dataclass
@@ -468,7 +477,8 @@ class AcsEngine:
                 known = await self._known_cpe(ident, key, authorization)
         except _Throttled:
             log.warning("cwmp auto-registration over its rate; CPE asked to retry", device_key=key)
-            return Reply(503, b"too many new CPEs; retry later", _RETRY_LATER)
+            retry = {"Retry-After": str(self._registrations.wait_s()), "Connection": "close"}
+            return Reply(503, b"too many new CPEs; retry later", retry)
         except _Unauthenticated:
             return self._challenge(key, authorization)
         if known is None:
@@ -687,8 +697,12 @@ class AcsEngine:
                 raise _Unauthenticated
             if not self._registrations.take(time.monotonic()):
                 raise _Throttled
-            tenant_id = await ensure_tenant(self.resources.db, self.settings.cwmp_tenant)
-            device_id = await self._register(tenant_id, ident, key)
+            try:
+                tenant_id = await ensure_tenant(self.resources.db, self.settings.cwmp_tenant)
+                device_id = await self._register(tenant_id, ident, key)
+            except BaseException:
+                self._registrations.give_back()  # nothing was registered
+                raise
         else:
             return None
         await self.store.bind_device(
