@@ -101,7 +101,9 @@ async def test_not_claimed_ahead_when_it_would_start_past_expires_at(runtime: Ru
     helper = TrackingHelper()
     tenant = await _one_device(runtime, 2.0, helper)
     now = utcnow()
-    expires = now + timedelta(seconds=0.5)
+    # Within the claim-ahead window, and far enough for the checks below to run before it
+    # expires on a busy machine (0.5 s was not, once).
+    expires = now + timedelta(seconds=1.5)
     op_id = await add_op(runtime, tenant, "dev_1", expires_at=expires)
     # Due only at its expiry (as a deferral clipped to expires_at leaves it): never startable.
     async with runtime.db.write() as conn:
