@@ -3,14 +3,17 @@
 Sections (all by default, in one run, on fresh databases; ``--only`` picks some):
 
 ``sqlite``    N operations due now, one per device, one in-process scheduler on SQLite
-              (``synchronous=FULL``), instant helper. Goal: >= 8,000 operations/s.
+              (``synchronous=FULL``), instant helper, ``--repeat`` runs (median). Goal:
+              >= 8,000 operations/s.
 ``baselines`` the same N no-op jobs, all due now, on Procrastinate (its worker, concurrency
               10, on a throwaway PostgreSQL) and APScheduler 3 (SQLAlchemyJobStore on SQLite,
-              as shipped and tuned to WAL); prints our ratio to each. Goal: >= 10x each.
+              as shipped and tuned to WAL), each ``--repeat`` times like ours; prints the
+              ratio of the medians. Goal: >= 10x.
               See bench/baselines.py.
 ``workers``   PostgreSQL: ``python -m headless_ops worker`` subprocesses (instant helper via
               HEADLESS_OPS_HELPERS), one and then two of them on the same work, alternated
-              ``--worker-rounds`` times. Goal: two >= 1.3x one (all rounds together).
+              ``--worker-rounds`` times, ``--pg-ops`` (30,000) operations per run. Goal: two
+              >= 1.3x one (all rounds together).
 ``slow``      SQLite, a helper that waits 10 ms (asyncio.sleep): many in flight. Goal:
               >= 5,000 operations/s.
 ``future``    the same dispatch with 1,000,000 operations queued an hour ahead, against an
@@ -192,41 +195,54 @@ def _proc_cpu(pid: int) -> float:
 # --------------------------------------------------------------------------- sections
 
 
-def run_sqlite(root: Path, ops: int) -> DispatchResult:
-    """Section ``sqlite``."""
+def run_sqlite(root: Path, ops: int, repeat: int) -> float:
+    """Section ``sqlite``: ``repeat`` runs on fresh databases; returns their median rate
+    (one run lasts about a second, and one busy moment of this shared machine can slow it)."""
     print(f"\n[sqlite] {ops:,} operations due now, one per device, instant helper")
-    result = dispatch_in_process(sqlite_database(root, "sqlite"), InstantHelper(), ops)
-    show(result, "headless-ops, SQLite, one process")
-    print("  " + goal_line("throughput", result.rate, GOAL_SQLITE, " ops/s"))
-    return result
+    rates = []
+    for index in range(repeat):
+        result = dispatch_in_process(sqlite_database(root, f"sqlite-{index}"), InstantHelper(), ops)
+        show(result, f"run {index + 1}, headless-ops, SQLite, one process")
+        rates.append(result.rate)
+    rate = statistics.median(rates)
+    if repeat > 1:
+        print(f"  median of {repeat} runs: {rate:,.0f} operations/s")
+    print("  " + goal_line("throughput", rate, GOAL_SQLITE, " ops/s"))
+    return rate
 
 
-def run_baselines(root: Path, pg: PgServer, ops: int, ours: DispatchResult) -> None:
-    """Section ``baselines`` (ratios against ``ours``, measured just before)."""
+def run_baselines(root: Path, pg: PgServer, ops: int, ours: float, repeat: int) -> None:
+    """Section ``baselines``: each baseline ``repeat`` times, as ours was; ratios of the
+    medians (``ours``: the median rate of the ``sqlite`` section, measured just before)."""
     from bench.baselines import BaselineResult, apscheduler_dispatch, procrastinate_dispatch
 
     print(f"\n[baselines] the same {ops:,} no-op jobs, all due now")
-    settings = pg.database("procrastinate")
-    runs: list[Callable[[], BaselineResult]] = [
-        lambda: procrastinate_dispatch(pg_dsn(settings), ops),
-        lambda: apscheduler_dispatch(root / "apscheduler.db", ops),
-        lambda: apscheduler_dispatch(root / "apscheduler-wal.db", ops, wal=True),
+    runs: list[Callable[[int], BaselineResult]] = [
+        lambda i: procrastinate_dispatch(pg_dsn(pg.database("procrastinate")), ops),
+        lambda i: apscheduler_dispatch(root / f"apscheduler-{i}.db", ops),
+        lambda i: apscheduler_dispatch(root / f"apscheduler-wal-{i}.db", ops, wal=True),
     ]
-    results = []
+    medians: list[tuple[str, float]] = []
     for measure in runs:
-        with CpuMeter() as meter:
-            r = measure()
-        results.append(r)
-        print(
-            f"  {r.name} ({r.detail}): {r.jobs:,} jobs in {r.seconds:.2f} s = {r.rate:,.0f} jobs/s"
-        )
-        print(
-            f"    (this process: {r.cpu_seconds:.1f} s CPU = {r.cpu_seconds / r.seconds:.0%} "
-            f"of one core; machine {meter.busy:.0%} busy)"
-        )
-    print(f"  headless-ops (SQLite, above): {ours.rate:,.0f} operations/s")
-    for r in results:
-        print("  " + goal_line(f"ratio to {r.name}", ours.rate / r.rate, GOAL_BASELINE, "x"))
+        rates = []
+        for index in range(repeat):
+            with CpuMeter() as meter:
+                r = measure(index)
+            rates.append(r.rate)
+            print(
+                f"  run {index + 1}, {r.name} ({r.detail}): {r.jobs:,} jobs in "
+                f"{r.seconds:.2f} s = {r.rate:,.0f} jobs/s"
+            )
+            print(
+                f"    (this process: {r.cpu_seconds:.1f} s CPU = "
+                f"{r.cpu_seconds / r.seconds:.0%} of one core; machine {meter.busy:.0%} busy)"
+            )
+        medians.append((r.name, statistics.median(rates)))
+        if repeat > 1:
+            print(f"  median of {repeat} runs, {r.name}: {medians[-1][1]:,.0f} jobs/s")
+    print(f"  headless-ops (SQLite, above): {ours:,.0f} operations/s")
+    for name, rate in medians:
+        print("  " + goal_line(f"ratio to {name}", ours / rate, GOAL_BASELINE, "x"))
 
 
 def run_workers(root: Path, pg: PgServer, ops: int, rounds: int) -> None:
@@ -291,7 +307,12 @@ def main(argv: list[str] | None = None) -> None:
     """Run the chosen sections and print figures, ratios and goals."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--ops", type=int, default=10_000, help="operations per measurement")
-    parser.add_argument("--pg-ops", type=int, default=10_000, help="operations per worker run")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of the sqlite and baselines sections"
+    )
+    # 30,000: a run of 10,000 lasts a second or two, and one busy moment of a shared machine
+    # swings its ratio by 0.3.
+    parser.add_argument("--pg-ops", type=int, default=30_000, help="operations per worker run")
     parser.add_argument("--worker-rounds", type=int, default=3, help="1-then-2-worker rounds")
     parser.add_argument("--slow-ops", type=int, default=20_000)
     parser.add_argument("--delay", type=float, default=0.010, help="slow helper, seconds")
@@ -299,8 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--future-engines", default="sqlite", help="sqlite,postgresql")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     args = parser.parse_args(argv)
-    if args.worker_rounds < 1:
-        parser.error("--worker-rounds must be at least 1")
+    if args.worker_rounds < 1 or args.repeat < 1:
+        parser.error("--worker-rounds and --repeat must be at least 1")
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(sections) - set(SECTIONS)
     if unknown:
@@ -317,10 +338,10 @@ def main(argv: list[str] | None = None) -> None:
         pg = stack.enter_context(PgServer(root)) if need_pg else None
         ours = None
         if "sqlite" in sections or "baselines" in sections:
-            ours = run_sqlite(root, args.ops)
+            ours = run_sqlite(root, args.ops, args.repeat)
         if "baselines" in sections:
             assert pg is not None and ours is not None
-            run_baselines(root, pg, args.ops, ours)
+            run_baselines(root, pg, args.ops, ours, args.repeat)
         if "workers" in sections:
             assert pg is not None
             run_workers(root, pg, args.pg_ops, args.worker_rounds)
