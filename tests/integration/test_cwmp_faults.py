@@ -539,3 +539,45 @@ async def test_an_operation_deferred_elsewhere_runs_in_a_session_already_open_he
             await informing
         assert body["status"] == "completed", body
         assert body["result"]["parameters"][f"{IGD}DeviceInfo.SerialNumber"]["value"] == "REL0001"
+
+
+async def test_a_job_queued_while_the_session_last_looked_runs_in_that_session(
+    api: Api,
+) -> None:
+    # The session reads the CPE's queued jobs and finds none; before it ends, an attempt
+    # queues a job and, finding the session live, sends no connection request. The session
+    # must run that job rather than end and leave the attempt waiting for a session that
+    # never comes (a deferral "cpe_no_session" after cwmp_session_wait_s, seen in CI).
+    async with acs_env(api, cwmp_session_wait_s=30, cwmp_recheck_s=60) as env:
+        cpe = await env.cpe("RACE001")
+        device_id = await env.device_id(cpe)
+        key = soap.device_key(cpe.device_id)
+        store = env.engine.store
+        jobs = store.jobs
+        raced: list[str] = []
+
+        async def racing(device_key: str, state: Any) -> Any:
+            found = await jobs(device_key, state)
+            if raced or device_key != key or state != JobState.QUEUED or found:
+                return found
+            # This read came back empty: now the attempt queues its job, too late for it.
+            raced.append(await _read_serial(api, env, device_id))
+            deadline = time.monotonic() + 10
+            while await store.job(raced[0], 1) is None:
+                assert time.monotonic() < deadline, "the attempt never queued its job"
+                await asyncio.sleep(0.02)
+            assert env.engine.in_session(key)
+            return found
+
+        store.jobs = racing  # type: ignore[method-assign]
+        cpe.config.faults.refuse_connection_requests = True  # only this session can take it
+        sessions = cpe.sessions
+        try:
+            await cpe.inform("4 VALUE CHANGE")
+        finally:
+            store.jobs = jobs  # type: ignore[method-assign]
+        assert raced, "the session never looked for jobs"
+        body = await wait_terminal(api, env.headers, raced[0], timeout=5)
+        assert body["status"] == "completed", body
+        assert [h["event"] for h in body["history"]] == ["running", "completed"], body
+        assert cpe.sessions == sessions + 1

@@ -175,6 +175,9 @@ class Session:
     provision: bool = False
     #: Operations were released for this CPE: wait for their jobs before ending.
     expect_work: bool = False
+    #: How many times a job was queued for the CPE while this session was live: a session
+    #: that found nothing looks again if this moved while it was looking.
+    jobs_signalled: int = 0
 
     def end(self) -> None:
         """Mark it over; a job waiting for the CPE's answer gets :class:`SessionLost`."""
@@ -343,6 +346,7 @@ class AcsEngine:
         self.queued.add(device_key)
         session = self.by_device.get(device_key)
         if session is not None:
+            session.jobs_signalled += 1
             session.wakeup.set()
 
     def _job_event(self, operation_id: str, attempt: int) -> None:
@@ -917,6 +921,7 @@ class AcsEngine:
                 if session.job is not None:
                     session.job = None
                     session.jobs_run += 1
+                signalled = session.jobs_signalled
                 queued = (
                     await self.store.jobs(session.cpe.device_key, JobState.QUEUED)
                     if self._may_have_jobs(session)
@@ -927,6 +932,12 @@ class AcsEngine:
                         self._run_job(session, queued[0])
                     )
                     session.lingered = False
+                elif session.jobs_signalled != signalled:
+                    # An attempt queued a job while the store was read (too late for that
+                    # read) and, finding this session live, sent no connection request: it
+                    # would wait for a session that never comes. From here to the session's
+                    # end there is no await, so a later attempt finds the session ended.
+                    continue
                 elif (session.jobs_run or session.expect_work) and not session.lingered:
                     # Another operation of this CPE may fall due now that one has finished,
                     # or the ones released by its Inform are on their way to a worker.
