@@ -23,7 +23,6 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
-    exists,
     func,
     insert,
     literal,
@@ -79,6 +78,13 @@ def _status_literal(status: Status) -> Any:
 _IS_WAITING = o.status.in_([_status_literal(Status.SCHEDULED), _status_literal(Status.PENDING)])
 _IS_RUNNING = o.status == _status_literal(Status.RUNNING)
 _IS_SCHEDULED = o.status == _status_literal(Status.SCHEDULED)
+#: The same as _IS_WAITING for statements that find their rows by a list of ids: spelled so
+#: that it cannot match the partial indexes, and the planner goes by the primary key alone.
+#: Without statistics (a million operations just queued), PostgreSQL ANDed a scan of the whole
+#: waiting index (4,000 pages, 50 ms) with the primary key's lookups for each lease.
+_STILL_WAITING = func.coalesce(o.status, literal_column("''")).in_(
+    [_status_literal(Status.SCHEDULED), _status_literal(Status.PENDING)]
+)
 
 
 def status_is_waiting() -> Any:
@@ -248,12 +254,24 @@ _WRITE_OUTCOMES = Bulk(
 
 
 _running_too = aliased(operations)
-#: Another operation of the same device is running.
-_DEVICE_BUSY = exists().where(
-    _running_too.c.tenant_id == o.tenant_id,
-    _running_too.c.device_id == o.device_id,
-    _running_too.c.status == _status_literal(Status.RUNNING),
+#: 1 when another operation of the same device is running, else NULL: one probe of
+#: ``uq_operations_running_device`` per candidate, whatever the planner believes. A scalar
+#: subquery, not ``[NOT] EXISTS``: PostgreSQL turns EXISTS into a semi- or anti-join, and with
+#: statistics taken while few operations ran (autoanalyze waits for a tenth of the table to
+#: change) it joined every candidate against every running row: 340 ms for a claim of 641
+#: candidates with 5,000 running and 1,000,000 queued.
+_RUNNING_ON_DEVICE = (
+    select(literal(1))
+    .where(
+        _running_too.c.tenant_id == o.tenant_id,
+        _running_too.c.device_id == o.device_id,
+        _running_too.c.status == _status_literal(Status.RUNNING),
+    )
+    .limit(1)
+    .scalar_subquery()
 )
+_DEVICE_BUSY = _RUNNING_ON_DEVICE.is_not(None)
+_DEVICE_FREE = _RUNNING_ON_DEVICE.is_(None)
 
 
 class _Candidate(NamedTuple):
@@ -316,7 +334,7 @@ def _candidates_query(pg: bool, priority: int, labels: bool, extra: tuple[Any, .
             # Past expires_at it must never start, even before housekeeping fails it (and
             # one claimed ahead starts at its run_after).
             o.expires_at.is_(None) | ((o.expires_at > now) & (o.expires_at > o.run_after)),
-            ~_DEVICE_BUSY,
+            _DEVICE_FREE,
             *extra,
         )
         .order_by(o.run_after)
@@ -365,7 +383,7 @@ def _lease_statement(pg: bool) -> Any:
     """Lease the chosen operations (those still waiting) for one worker."""
     return (
         update(operations)
-        .where(_ids_in("l_ids", pg), _IS_WAITING)
+        .where(_ids_in("l_ids", pg), _STILL_WAITING)
         .values(
             status=_RUNNING,
             attempts=o.attempts + 1,
@@ -725,7 +743,7 @@ class SchedulerStore:
             update(operations)
             .where(
                 o.id.in_(ids),
-                _IS_WAITING,
+                _STILL_WAITING,
                 (o.wait_reason.is_(None)) | (o.wait_reason != reason),
             )
             .values(status=Status.PENDING.value, wait_reason=reason, updated_at=now)
@@ -749,7 +767,7 @@ class SchedulerStore:
             r.id
             for r in (
                 await conn.execute(
-                    select(o.id).where(o.id.in_([f[0] for f in failed]), _IS_WAITING)
+                    select(o.id).where(o.id.in_([f[0] for f in failed]), _STILL_WAITING)
                 )
             ).all()
         }
