@@ -217,8 +217,10 @@ def run_baselines(root: Path, pg: PgServer, ops: int, ours: float, repeat: int) 
     from bench.baselines import BaselineResult, apscheduler_dispatch, procrastinate_dispatch
 
     print(f"\n[baselines] the same {ops:,} no-op jobs, all due now")
+    # Created before the measurements: the machine's load during each is the run's own.
+    procrastinate_dbs = [pg.database("procrastinate") for _ in range(repeat)]
     runs: list[Callable[[int], BaselineResult]] = [
-        lambda i: procrastinate_dispatch(pg_dsn(pg.database("procrastinate")), ops),
+        lambda i: procrastinate_dispatch(pg_dsn(procrastinate_dbs[i]), ops),
         lambda i: apscheduler_dispatch(root / f"apscheduler-{i}.db", ops),
         lambda i: apscheduler_dispatch(root / f"apscheduler-wal-{i}.db", ops, wal=True),
     ]

@@ -26,8 +26,12 @@ def redact(value: Any, key: str = "") -> Any:
         return REDACTED if value not in (None, "") else value
     if isinstance(value, dict):
         return {k: redact(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(redact(v) for v in value)
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    if isinstance(value, tuple):
+        # A named tuple (the scheduler's records) is rebuilt field by field, as its own type.
+        items = [redact(v) for v in value]
+        return value._make(items) if hasattr(value, "_make") else tuple(items)
     if isinstance(value, str):
         return _TOKEN.sub(REDACTED, _BEARER.sub(r"\1" + REDACTED, value))
     return value

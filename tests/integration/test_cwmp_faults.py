@@ -560,13 +560,15 @@ async def test_a_job_queued_while_the_session_last_looked_runs_in_that_session(
             found = await jobs(device_key, state)
             if raced or device_key != key or state != JobState.QUEUED or found:
                 return found
-            # This read came back empty: now the attempt queues its job, too late for it.
+            # This read came back empty: now the attempt queues its job, too late for it,
+            # and tells the session (still live, so it sends no connection request).
+            session = env.engine.by_device[key]
+            signalled = session.jobs_signalled
             raced.append(await _read_serial(api, env, device_id))
-            deadline = time.monotonic() + 10
-            while await store.job(raced[0], 1) is None:
-                assert time.monotonic() < deadline, "the attempt never queued its job"
-                await asyncio.sleep(0.02)
-            assert env.engine.in_session(key)
+            await _until(
+                lambda: session.jobs_signalled != signalled, "the attempt never told the session"
+            )
+            assert await store.job(raced[0], 1) is not None
             return found
 
         store.jobs = racing  # type: ignore[method-assign]
@@ -581,3 +583,31 @@ async def test_a_job_queued_while_the_session_last_looked_runs_in_that_session(
         assert body["status"] == "completed", body
         assert [h["event"] for h in body["history"]] == ["running", "completed"], body
         assert cpe.sessions == sessions + 1
+
+
+async def test_a_job_told_while_the_queued_cpes_are_re_read_is_not_forgotten(
+    api: Api,
+) -> None:
+    # Every second the ACS re-reads which CPEs have queued jobs. An attempt that queues a job
+    # and tells the ACS while that read is under way (the read having missed the job) must
+    # not be erased by the read's result: a session of that CPE, its Inform being taken at
+    # that moment, would otherwise end without looking for jobs, and the attempt would wait
+    # out cwmp_session_wait_s for nothing.
+    async with acs_env(api, scheduler=False) as env:
+        engine = env.engine
+        queued_keys = engine.store.queued_keys
+
+        async def read_while_told() -> set[str]:
+            snapshot = await queued_keys()
+            engine.job_queued("CPE-TOLD-MEANWHILE")
+            return snapshot
+
+        engine.store.queued_keys = read_while_told  # type: ignore[method-assign]
+        try:
+            await engine.refresh_deferred()
+        finally:
+            engine.store.queued_keys = queued_keys  # type: ignore[method-assign]
+        assert "CPE-TOLD-MEANWHILE" in engine.queued
+        # The next read, without the job in the database, is what counts again.
+        await engine.refresh_deferred()
+        assert "CPE-TOLD-MEANWHILE" not in engine.queued

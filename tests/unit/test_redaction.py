@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import structlog
 
+from headless_ops.domain.lifecycle import Status
+from headless_ops.domain.retry import Decision
 from headless_ops.logs import REDACTED, configure_logging, redact
 
 SECRET = "hunter2-Planted-S3cret"
@@ -90,6 +92,19 @@ def test_bearer_tokens_removed_from_strings(text: str) -> None:
     assert SECRET not in out
     assert TOKEN.split(".")[1] not in out
     assert REDACTED in out
+
+
+def test_named_tuples_keep_their_type_and_lists_and_tuples_their_kind() -> None:
+    # The scheduler's records are named tuples: logging one must neither fail nor turn it
+    # into something else.
+    decision = Decision(
+        Status.FAILED, error_code="x", message="Bearer tok_ab12.secretsecretsecretsecret"
+    )
+    masked = redact(decision)
+    assert type(masked) is Decision and masked.status == Status.FAILED
+    assert masked.message == f"Bearer {REDACTED}"
+    assert redact(("a", ["b", ("c",)])) == ("a", ["b", ("c",)])
+    assert type(redact(["x"])) is list and type(redact(("x",))) is tuple
 
 
 def test_strings_without_secrets_unchanged() -> None:

@@ -287,6 +287,9 @@ class AcsEngine:
         self.deferred: set[tuple[str, str]] = set()
         #: Device keys with queued jobs, likewise (refreshed, and told by this process's helper).
         self.queued: set[str] = set()
+        #: Keys told while a refresh reads: kept when its snapshot replaces ``queued`` (the
+        #: snapshot may have been read before their jobs were committed).
+        self._queued_meanwhile: set[str] | None = None
         self._seen: dict[str, dict[str, Any]] = {}
         self.tls = bool(settings.cwmp_tls_cert and settings.cwmp_tls_key)
 
@@ -344,6 +347,8 @@ class AcsEngine:
     def job_queued(self, device_key: str) -> None:
         """A job was queued for the CPE: a live session here picks it up."""
         self.queued.add(device_key)
+        if self._queued_meanwhile is not None:
+            self._queued_meanwhile.add(device_key)
         session = self.by_device.get(device_key)
         if session is not None:
             session.jobs_signalled += 1
@@ -642,7 +647,12 @@ class AcsEngine:
         but one deferred as the Inform was taken (recorded just after it looked) would
         otherwise wait for the next Inform. Returns how many were released."""
         self.deferred = await self.store.deferred_devices()
-        self.queued = await self.store.queued_keys()
+        meanwhile = self._queued_meanwhile = set()
+        try:
+            queued = await self.store.queued_keys()
+        finally:
+            self._queued_meanwhile = None
+        self.queued = queued | meanwhile
         released = 0
         for session in list(self.by_device.values()):
             cpe = session.cpe
@@ -927,6 +937,10 @@ class AcsEngine:
                     if self._may_have_jobs(session)
                     else []
                 )
+                if session.ended:
+                    # Replaced by a new session of the CPE during the read: that one runs
+                    # the jobs (this one's CPE has gone on to the new one).
+                    break
                 if queued:
                     session.job = asyncio.get_running_loop().create_task(
                         self._run_job(session, queued[0])
@@ -1015,6 +1029,7 @@ class AcsEngine:
         connection request (whose session says so), or is known within SEEN_FLUSH_S."""
         return (
             session.cpe.device_key in self.queued
+            or session.jobs_signalled > 0
             or session.jobs_run > 0
             or session.expect_work
             or any(code != "2 PERIODIC" for code in session.codes)
