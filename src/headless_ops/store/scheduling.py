@@ -75,16 +75,15 @@ def _status_literal(status: Status) -> Any:
 
 #: The status conditions of the partial indexes, spelled so the planners can use them
 #: (and without an expanding IN, which executemany() refuses).
-_IS_WAITING = o.status.in_([_status_literal(Status.SCHEDULED), _status_literal(Status.PENDING)])
+_WAITING_LITERALS = [_status_literal(Status.SCHEDULED), _status_literal(Status.PENDING)]
+_IS_WAITING = o.status.in_(_WAITING_LITERALS)
 _IS_RUNNING = o.status == _status_literal(Status.RUNNING)
 _IS_SCHEDULED = o.status == _status_literal(Status.SCHEDULED)
 #: The same as _IS_WAITING for statements that find their rows by a list of ids: spelled so
 #: that it cannot match the partial indexes, and the planner goes by the primary key alone.
 #: Without statistics (a million operations just queued), PostgreSQL ANDed a scan of the whole
 #: waiting index (4,000 pages, 50 ms) with the primary key's lookups for each lease.
-_STILL_WAITING = func.coalesce(o.status, literal_column("''")).in_(
-    [_status_literal(Status.SCHEDULED), _status_literal(Status.PENDING)]
-)
+_STILL_WAITING = func.coalesce(o.status, literal_column("''")).in_(_WAITING_LITERALS)
 
 
 def status_is_waiting() -> Any:
